@@ -1,0 +1,39 @@
+//! Runtime-agnostic domain model of opni-metrics.
+//!
+//! This crate decides; the daemons and drivers do. It never reads a clock, spawns, sleeps or
+//! touches the network: time and I/O come in as inputs or through traits, so everything here is
+//! deterministic and testable without a runtime.
+//!
+//! - [`id`]: validated identifiers ([`ClusterId`] is also the Cortex tenant).
+//! - [`registry`]: clusters and the capability lifecycle transitions.
+//! - [`spec`], [`digest`], [`node`]: the node spec, its canonical digest, the desired-state
+//!   function and the gateway's sync decision.
+//!
+//! # Example
+//! ```
+//! use opni_metrics_core::{id::*, node::*, registry::Cluster, spec::MetricsCapabilitySpec};
+//!
+//! let mut cluster = Cluster::new(ClusterId::new("downstream-1")?);
+//! cluster.install(CapabilityName::metrics(), Timestamp(0))?;
+//! let default_spec = MetricsCapabilitySpec::default();
+//! let desired = desired_config(
+//!     cluster.capability(&CapabilityName::metrics()),
+//!     None,
+//!     &default_spec,
+//!     UpstreamState::Installed,
+//! );
+//! assert!(desired.enabled);
+//! // An agent that has applied nothing yet must update; one with the digest is up to date.
+//! assert!(matches!(sync_decision(None, &desired), SyncReply::NeedsUpdate { .. }));
+//! assert_eq!(sync_decision(Some(&desired.digest()), &desired), SyncReply::UpToDate);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod digest;
+pub mod duration;
+pub mod id;
+pub mod node;
+pub mod registry;
+pub mod spec;
+
+pub use id::{CapabilityName, ClusterId, Revision, Timestamp};
