@@ -29,11 +29,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod backoff;
 pub mod digest;
 pub mod duration;
 pub mod id;
 pub mod node;
 pub mod registry;
+pub mod remote_write;
 pub mod spec;
+pub mod sync;
+pub mod uninstall;
 
 pub use id::{CapabilityName, ClusterId, Revision, Timestamp};

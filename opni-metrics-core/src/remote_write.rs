@@ -1,0 +1,19 @@
+//! Remote-write request checks and the status rules of the forwarding path (DESIGN §5).
+//!
+//! [`check`] validates a request's headers and the snappy block preamble without decompressing
+//! or allocating; [`classify`] turns the upstream's outcome into what the agent answers
+//! Prometheus. Both are pure functions, cheap enough for every request.
+
+mod check;
+mod status;
+
+pub use check::{check, check_content_length, CheckError, Checked, Limits, RequestHead, Version};
+pub use status::{classify, Outcome, Reply, StatusOptions};
+
+/// The header naming the tenant in Cortex-compatible stores.
+pub const TENANT_HEADER: &str = "X-Scope-OrgID";
+
+/// Whether `name` is (any case variant of) the tenant header `X-Scope-OrgID`.
+pub fn is_tenant_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case(TENANT_HEADER)
+}
