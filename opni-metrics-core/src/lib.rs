@@ -30,13 +30,16 @@
 //! ```
 
 pub mod backoff;
+pub mod cluster;
 pub mod digest;
+pub mod driver;
 pub mod duration;
 pub mod id;
 pub mod node;
 pub mod registry;
 pub mod remote_write;
 pub mod spec;
+pub mod store;
 pub mod sync;
 pub mod uninstall;
 

@@ -166,6 +166,9 @@ impl AgentSync {
                         if self.connected {
                             self.send_sync(&mut fx);
                         }
+                    } else {
+                        // An early tick (a timer from an older back-off): keep the wake-up.
+                        fx.push(Effect::WakeAt(until));
                     }
                 }
             }
