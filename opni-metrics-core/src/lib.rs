@@ -44,3 +44,6 @@ pub mod sync;
 pub mod uninstall;
 
 pub use id::{CapabilityName, ClusterId, Revision, Timestamp};
+
+#[cfg(feature = "testing")]
+pub mod testing;
