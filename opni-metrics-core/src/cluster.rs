@@ -168,10 +168,17 @@ impl ClusterConfig {
     /// The first [`SpecError`], naming the field.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.mode == DeploymentMode::HighlyAvailable && matches!(self.storage, Storage::Filesystem { .. }) {
-            return Err(SpecError::new("storage.backend", "filesystem storage needs the all-in-one mode; use an object store for highly-available mode"));
+            return Err(SpecError::new(
+                "storage.backend",
+                "filesystem storage needs the all-in-one mode; use an object store for highly-available mode",
+            ));
         }
         let nonempty = |field: &str, v: &str| {
-            if v.trim().is_empty() { Err(SpecError::new(format!("storage.{field}"), "must not be empty")) } else { Ok(()) }
+            if v.trim().is_empty() {
+                Err(SpecError::new(format!("storage.{field}"), "must not be empty"))
+            } else {
+                Ok(())
+            }
         };
         match &self.storage {
             Storage::Filesystem { directory } => {
@@ -203,11 +210,17 @@ impl ClusterConfig {
         }
         let r = self.retention.as_millis();
         if r != 0 && r < 2 * 3_600_000 {
-            return Err(SpecError::new("retention", format!("{} is below the 2h block range; use 0s to keep forever", self.retention)));
+            return Err(SpecError::new(
+                "retention",
+                format!("{} is below the 2h block range; use 0s to keep forever", self.retention),
+            ));
         }
         for (name, w) in &self.workloads {
             if !TARGETS.contains(&name.as_str()) {
-                return Err(SpecError::new(format!("workloads.{name}"), format!("unknown target, expected one of {}", TARGETS.join(", "))));
+                return Err(SpecError::new(
+                    format!("workloads.{name}"),
+                    format!("unknown target, expected one of {}", TARGETS.join(", ")),
+                ));
             }
             if w.replicas.is_some_and(|r| r > 100) {
                 return Err(SpecError::new(format!("workloads.{name}.replicas"), "must be at most 100"));
@@ -216,10 +229,10 @@ impl ClusterConfig {
                 return Err(SpecError::new(format!("workloads.{name}.extraArgs"), format!("{a:?} is not a flag")));
             }
         }
-        if let Some(h) = &self.grafana.hostname {
-            if h.is_empty() || !h.split('.').all(crate::spec::is_dns_label) {
-                return Err(SpecError::new("grafana.hostname", format!("{h:?} is not a DNS name")));
-            }
+        if let Some(h) = &self.grafana.hostname
+            && (h.is_empty() || !h.split('.').all(crate::spec::is_dns_label))
+        {
+            return Err(SpecError::new("grafana.hostname", format!("{h:?} is not a DNS name")));
         }
         Ok(())
     }
@@ -239,10 +252,10 @@ impl ClusterConfig {
     pub fn unredact_from(&mut self, stored: &ClusterConfig) {
         let old = stored.clone().storage.secret_mut().map(|s| s.clone());
         let same_backend = std::mem::discriminant(&self.storage) == std::mem::discriminant(&stored.storage);
-        if let (Some(new), Some(old), true) = (self.storage.secret_mut(), old, same_backend) {
-            if new == REDACTED {
-                *new = old;
-            }
+        if let (Some(new), Some(old), true) = (self.storage.secret_mut(), old, same_backend)
+            && new == REDACTED
+        {
+            *new = old;
         }
     }
 }
@@ -294,6 +307,9 @@ mod tests {
         let mut other = read;
         other.storage = Storage::Gcs { bucket: "g".into(), service_account: REDACTED.into() };
         other.unredact_from(&stored);
-        assert!(matches!(other.storage, Storage::Gcs { ref service_account, .. } if service_account == REDACTED), "never moves a secret across backends");
+        assert!(
+            matches!(other.storage, Storage::Gcs { ref service_account, .. } if service_account == REDACTED),
+            "never moves a secret across backends"
+        );
     }
 }

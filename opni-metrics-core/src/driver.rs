@@ -120,5 +120,6 @@ pub trait ClusterDriver: Send + Sync {
     fn delete_tenant_data<'a>(&'a self, tenant: &'a ClusterId) -> BoxFuture<'a, Result<(), DriverError>>;
 
     /// Progress of a deletion requested with [`ClusterDriver::delete_tenant_data`].
-    fn tenant_deletion_status<'a>(&'a self, tenant: &'a ClusterId) -> BoxFuture<'a, Result<PurgeProgress, DriverError>>;
+    fn tenant_deletion_status<'a>(&'a self, tenant: &'a ClusterId)
+    -> BoxFuture<'a, Result<PurgeProgress, DriverError>>;
 }

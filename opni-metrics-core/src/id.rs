@@ -262,10 +262,7 @@ mod tests {
         }
         assert_eq!(ClusterId::new(""), Err(IdError::Empty { kind: "cluster id" }));
         assert!(matches!(ClusterId::new("x".repeat(151)), Err(IdError::TooLong { len: 151, .. })));
-        assert!(matches!(
-            ClusterId::new("a|b"),
-            Err(IdError::BadChar { found: '|', index: 1, .. })
-        ));
+        assert!(matches!(ClusterId::new("a|b"), Err(IdError::BadChar { found: '|', index: 1, .. })));
         assert!(matches!(ClusterId::new("a/b"), Err(IdError::BadChar { found: '/', .. })));
         assert!(matches!(ClusterId::new("é"), Err(IdError::BadChar { found: 'é', .. })));
         assert!(matches!(ClusterId::new("."), Err(IdError::Reserved { .. })));
@@ -276,10 +273,7 @@ mod tests {
     #[test]
     fn cluster_id_errors_name_the_problem() {
         let e = ClusterId::new("bad tenant").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "cluster id contains ' ' at byte 3, allowed are ASCII letters, digits and !-_.*'()"
-        );
+        assert_eq!(e.to_string(), "cluster id contains ' ' at byte 3, allowed are ASCII letters, digits and !-_.*'()");
     }
 
     #[test]

@@ -8,6 +8,15 @@
 //! - [`registry`]: clusters and the capability lifecycle transitions.
 //! - [`spec`], [`digest`], [`node`]: the node spec, its canonical digest, the desired-state
 //!   function and the gateway's sync decision.
+//! - [`sync`]: the agent's sync state machine (inputs in, effects out).
+//! - [`uninstall`]: the resumable uninstall task state machine.
+//! - [`remote_write`]: request checks and the status rules of the forwarding path.
+//! - [`store`]: the revisioned key-value [`Store`](store::Store) trait, an in-memory store and
+//!   (feature `contract`) the contract suite every store passes.
+//! - [`driver`]: the [`NodeDriver`](driver::NodeDriver) and
+//!   [`ClusterDriver`](driver::ClusterDriver) traits; [`cluster`]: the CortexOps configuration.
+//! - [`backoff`], [`duration`]: small building blocks.
+//! - `testing` (feature `testing`): proptest strategies for valid domain values.
 //!
 //! # Example
 //! ```

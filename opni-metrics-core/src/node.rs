@@ -125,6 +125,7 @@ pub fn desired_config(
 }
 
 /// The gateway's answer to a `Sync`.
+#[allow(clippy::large_enum_variant)] // a short-lived message; boxing buys nothing
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncReply {
     /// The agent's digest matches the desired config.
@@ -254,7 +255,10 @@ mod tests {
         assert_eq!(ov.spec.prometheus.queue.max_shards, 7);
         let off = desired_config(None, None, &d, UpstreamState::NotInstalled);
         assert!(!off.enabled);
-        assert_eq!(off.disabled_reasons, vec![DisabledReason::CapabilityNotInstalled, DisabledReason::UpstreamNotInstalled]);
+        assert_eq!(
+            off.disabled_reasons,
+            vec![DisabledReason::CapabilityNotInstalled, DisabledReason::UpstreamNotInstalled]
+        );
         let un = desired_config(Some(&entry(true)), None, &d, UpstreamState::Installed);
         assert_eq!(un.disabled_reasons, vec![DisabledReason::UninstallInProgress]);
         let up = desired_config(Some(&entry(false)), None, &d, UpstreamState::Uninstalling);

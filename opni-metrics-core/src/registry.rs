@@ -137,11 +137,7 @@ impl Cluster {
             }
             Some(_) => Err(RegistryError::AlreadyInstalled { cluster: self.id.clone(), capability: name }),
             None => {
-                self.capabilities.push(CapabilityEntry {
-                    name,
-                    installed_at: now,
-                    deletion_requested_at: None,
-                });
+                self.capabilities.push(CapabilityEntry { name, installed_at: now, deletion_requested_at: None });
                 Ok(())
             }
         }

@@ -7,8 +7,8 @@
 mod check;
 mod status;
 
-pub use check::{check, check_content_length, CheckError, Checked, Limits, RequestHead, Version};
-pub use status::{classify, Outcome, Reply, StatusOptions};
+pub use check::{CheckError, Checked, Limits, RequestHead, Version, check, check_content_length};
+pub use status::{Outcome, Reply, StatusOptions, classify};
 
 /// The header naming the tenant in Cortex-compatible stores.
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";

@@ -214,14 +214,20 @@ impl MetricsCapabilitySpec {
     /// The first [`SpecError`] found, naming the field by its path.
     pub fn validate(&self) -> Result<(), SpecError> {
         let p = &self.prometheus;
-        if let Some(image) = &p.image {
-            if image.is_empty() || image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(SpecError::new("prometheus.image", "must be a non-empty image reference without spaces, at most 512 bytes"));
-            }
+        if let Some(image) = &p.image
+            && (image.is_empty() || image.len() > 512 || image.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(SpecError::new(
+                "prometheus.image",
+                "must be a non-empty image reference without spaces, at most 512 bytes",
+            ));
         }
         let si = p.scrape_interval.as_millis();
         if !(1_000..=3_600_000).contains(&si) {
-            return Err(SpecError::new("prometheus.scrapeInterval", format!("{} is outside 1s..1h", p.scrape_interval)));
+            return Err(SpecError::new(
+                "prometheus.scrapeInterval",
+                format!("{} is outside 1s..1h", p.scrape_interval),
+            ));
         }
         validate_selector("prometheus.serviceMonitorSelector", &p.service_monitor_selector)?;
         validate_selector("prometheus.podMonitorSelector", &p.pod_monitor_selector)?;
@@ -229,13 +235,13 @@ impl MetricsCapabilitySpec {
         validate_namespaces("prometheus.namespaces", &p.namespaces)?;
         for (kind, list) in [("requests", &p.resources.requests), ("limits", &p.resources.limits)] {
             for (name, q) in [("cpu", &list.cpu), ("memory", &list.memory)] {
-                if let Some(q) = q {
-                    if !is_quantity(q) {
-                        return Err(SpecError::new(
-                            format!("prometheus.resources.{kind}.{name}"),
-                            format!("{q:?} is not a Kubernetes quantity like 500m, 2 or 1Gi"),
-                        ));
-                    }
+                if let Some(q) = q
+                    && !is_quantity(q)
+                {
+                    return Err(SpecError::new(
+                        format!("prometheus.resources.{kind}.{name}"),
+                        format!("{q:?} is not a Kubernetes quantity like 500m, 2 or 1Gi"),
+                    ));
                 }
             }
         }
@@ -306,7 +312,10 @@ fn validate_queue(q: &QueueConfig) -> Result<(), SpecError> {
         return Err(SpecError::new(f("maxSamplesPerSend"), "must be within 1..=100000"));
     }
     if q.capacity < q.max_samples_per_send {
-        return Err(SpecError::new(f("capacity"), format!("{} is below maxSamplesPerSend {}", q.capacity, q.max_samples_per_send)));
+        return Err(SpecError::new(
+            f("capacity"),
+            format!("{} is below maxSamplesPerSend {}", q.capacity, q.max_samples_per_send),
+        ));
     }
     if q.batch_send_deadline.as_millis() == 0 {
         return Err(SpecError::new(f("batchSendDeadline"), "must be above zero"));
@@ -315,7 +324,10 @@ fn validate_queue(q: &QueueConfig) -> Result<(), SpecError> {
         return Err(SpecError::new(f("minBackoff"), "must be above zero"));
     }
     if q.max_backoff < q.min_backoff {
-        return Err(SpecError::new(f("maxBackoff"), format!("{} is below minBackoff {}", q.max_backoff, q.min_backoff)));
+        return Err(SpecError::new(
+            f("maxBackoff"),
+            format!("{} is below minBackoff {}", q.max_backoff, q.min_backoff),
+        ));
     }
     Ok(())
 }
@@ -325,7 +337,10 @@ fn validate_jobs(jobs: &[ScrapeJob]) -> Result<(), SpecError> {
     let mut names = BTreeSet::new();
     for (i, job) in jobs.iter().enumerate() {
         let f = |name: &str| format!("prometheus.scrapeJobs[{i}].{name}");
-        if job.name.is_empty() || job.name.len() > 128 || !job.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        if job.name.is_empty()
+            || job.name.len() > 128
+            || !job.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
             return Err(SpecError::new(f("name"), "must be 1 to 128 ASCII letters, digits, '-', '_', '.' or ':'"));
         }
         if !names.insert(job.name.as_str()) {
@@ -337,18 +352,21 @@ fn validate_jobs(jobs: &[ScrapeJob]) -> Result<(), SpecError> {
         check_len(&f("targets"), job.targets.len())?;
         for (t, target) in job.targets.iter().enumerate() {
             if !is_host_port(target) {
-                return Err(SpecError::new(format!("prometheus.scrapeJobs[{i}].targets[{t}]"), format!("{target:?} is not host:port")));
+                return Err(SpecError::new(
+                    format!("prometheus.scrapeJobs[{i}].targets[{t}]"),
+                    format!("{target:?} is not host:port"),
+                ));
             }
         }
-        if let Some(path) = &job.metrics_path {
-            if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(SpecError::new(f("metricsPath"), "must be an absolute URL path without spaces"));
-            }
+        if let Some(path) = &job.metrics_path
+            && (!path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(SpecError::new(f("metricsPath"), "must be an absolute URL path without spaces"));
         }
-        if let Some(si) = job.scrape_interval {
-            if !(1_000..=3_600_000).contains(&si.as_millis()) {
-                return Err(SpecError::new(f("scrapeInterval"), format!("{si} is outside 1s..1h")));
-            }
+        if let Some(si) = job.scrape_interval
+            && !(1_000..=3_600_000).contains(&si.as_millis())
+        {
+            return Err(SpecError::new(f("scrapeInterval"), format!("{si} is outside 1s..1h")));
         }
     }
     Ok(())
@@ -370,7 +388,10 @@ fn validate_selector(field: &str, sel: &LabelSelector) -> Result<(), SpecError> 
             return Err(SpecError::new(format!("{field}.matchLabels"), format!("{k:?} is not a valid label key")));
         }
         if !is_label_value(v) {
-            return Err(SpecError::new(format!("{field}.matchLabels.{k}"), format!("{v:?} is not a valid label value")));
+            return Err(SpecError::new(
+                format!("{field}.matchLabels.{k}"),
+                format!("{v:?} is not a valid label value"),
+            ));
         }
     }
     for (i, e) in sel.match_expressions.iter().enumerate() {
@@ -399,7 +420,10 @@ fn validate_namespaces(field: &str, ns: &[String]) -> Result<(), SpecError> {
     check_len(field, ns.len())?;
     for (i, n) in ns.iter().enumerate() {
         if !is_dns_label(n) {
-            return Err(SpecError::new(format!("{field}[{i}]"), format!("{n:?} is not a namespace name (DNS-1123 label)")));
+            return Err(SpecError::new(
+                format!("{field}[{i}]"),
+                format!("{n:?} is not a namespace name (DNS-1123 label)"),
+            ));
         }
     }
     Ok(())

@@ -16,7 +16,7 @@ use futures::stream::BoxStream;
 use crate::id::Revision;
 
 mod memory;
-pub use memory::{MemoryStore, DEFAULT_HISTORY};
+pub use memory::{DEFAULT_HISTORY, MemoryStore};
 
 #[cfg(feature = "contract")]
 pub mod contract;

@@ -22,6 +22,7 @@ use crate::id::Timestamp;
 use crate::node::{Condition, ConditionKind, ConditionStatus, NodeConfig, NodeStatus, SyncReply};
 
 /// Something that happened, fed to [`AgentSync::handle`].
+#[allow(clippy::large_enum_variant)] // a short-lived message; boxing buys nothing
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
     /// The connection to the gateway is up (first connect or reconnect).
@@ -47,6 +48,7 @@ pub enum Input {
 }
 
 /// Something the daemon must do.
+#[allow(clippy::large_enum_variant)] // a short-lived message; boxing buys nothing
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Send `Sync` to the gateway and feed the answer back as [`Input::SyncReplied`] with `seq`.
@@ -146,7 +148,12 @@ impl AgentSync {
                 if matches!(self.op, Op::Syncing { .. } | Op::Backoff { .. }) {
                     self.op = Op::Idle;
                 }
-                self.set(ConditionKind::Synced, ConditionStatus::Unknown, "Disconnected", "the gateway is not connected");
+                self.set(
+                    ConditionKind::Synced,
+                    ConditionStatus::Unknown,
+                    "Disconnected",
+                    "the gateway is not connected",
+                );
             }
             Input::SyncNow => self.request_sync(&mut fx),
             Input::SyncReplied { seq, result } => {

@@ -325,7 +325,11 @@ impl UninstallTask {
                 self.steps_done += 1;
                 if self.options.initial_delay_ms > 0 {
                     let until = now.after(Duration::from_millis(self.options.initial_delay_ms));
-                    self.log(now, LogLevel::Info, &format!("waiting {} ms before going on", self.options.initial_delay_ms));
+                    self.log(
+                        now,
+                        LogLevel::Info,
+                        &format!("waiting {} ms before going on", self.options.initial_delay_ms),
+                    );
                     self.step = Step::InitialDelay { until };
                     vec![Effect::WakeAt(until)]
                 } else {

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use opni_metrics_core::Timestamp;
 use opni_metrics_core::backoff::Backoff;
 use opni_metrics_core::digest::Digest;
-use opni_metrics_core::node::{sync_decision, NodeConfig, NodeStatus, SyncReply};
+use opni_metrics_core::node::{NodeConfig, NodeStatus, SyncReply, sync_decision};
 use opni_metrics_core::spec::MetricsCapabilitySpec;
 use opni_metrics_core::sync::{AgentSync, Effect, Input};
-use opni_metrics_core::Timestamp;
 
 /// Counters of what happened, for the bounded-sync properties.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,7 +106,9 @@ impl World {
         match &input {
             Input::Connected => self.counters.connects += 1,
             Input::SyncNow => self.counters.sync_nows += 1,
-            Input::SyncReplied { result: Err(_), .. } | Input::Applied { result: Err(_) } => self.counters.failures += 1,
+            Input::SyncReplied { result: Err(_), .. } | Input::Applied { result: Err(_) } => {
+                self.counters.failures += 1
+            }
             Input::SyncReplied { result: Ok(SyncReply::NeedsUpdate { .. }), .. } => self.counters.needs_update += 1,
             _ => {}
         }

@@ -1,4 +1,5 @@
 //! Property tests of the sync protocol (issue: foundation, properties a and b).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use opni_metrics_tests::sim::World;
 use proptest::prelude::*;
@@ -6,16 +7,26 @@ use proptest::prelude::*;
 #[derive(Debug, Clone)]
 enum Event {
     /// Desired state changes; the SyncNow that follows is lost, delivered or duplicated.
-    Change { variant: u32, enabled: bool, copies: u8 },
+    Change {
+        variant: u32,
+        enabled: bool,
+        copies: u8,
+    },
     SyncNow,
     GatewayAnswers,
     DeliverReply,
     SyncFails,
-    DriverFinishes { ok: bool },
+    DriverFinishes {
+        ok: bool,
+    },
     Disconnect,
     Connect,
-    RestartAgent { remembers: bool },
-    Advance { ms: u64 },
+    RestartAgent {
+        remembers: bool,
+    },
+    Advance {
+        ms: u64,
+    },
 }
 
 fn event() -> impl Strategy<Value = Event> {

@@ -1,5 +1,6 @@
 //! Property (c): the node-config digest is deterministic and ignores ordering that carries no
 //! meaning, yet changes with every meaningful field.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use opni_metrics_core::backoff::Rng;
 use opni_metrics_core::node::NodeConfig;

@@ -1,6 +1,7 @@
 //! The shared Store contract suite against the in-memory store.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use opni_metrics_core::store::{contract, MemoryStore};
+use opni_metrics_core::store::{MemoryStore, contract};
 
 #[test]
 fn memory_store_passes_the_contract() {

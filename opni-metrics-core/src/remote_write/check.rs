@@ -64,7 +64,9 @@ pub enum Checked {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
     /// Content-Type is not a remote-write protobuf type.
-    #[error("unsupported Content-Type {0:?}, expected application/x-protobuf with proto=prometheus.WriteRequest or proto=io.prometheus.write.v2.Request")]
+    #[error(
+        "unsupported Content-Type {0:?}, expected application/x-protobuf with proto=prometheus.WriteRequest or proto=io.prometheus.write.v2.Request"
+    )]
     UnsupportedContentType(String),
     /// Content-Encoding is not snappy.
     #[error("unsupported Content-Encoding {0:?}, expected snappy")]
@@ -116,7 +118,9 @@ const FRAMED_MAGIC: &[u8] = b"\xff\x06\x00\x00sNaPpY";
 /// [`CheckError::BodyTooLarge`].
 pub fn check_content_length(content_length: Option<u64>, limits: &Limits) -> Result<(), CheckError> {
     match content_length {
-        Some(len) if len > limits.max_body_bytes as u64 => Err(CheckError::BodyTooLarge { len, limit: limits.max_body_bytes }),
+        Some(len) if len > limits.max_body_bytes as u64 => {
+            Err(CheckError::BodyTooLarge { len, limit: limits.max_body_bytes })
+        }
         _ => Ok(()),
     }
 }
@@ -130,10 +134,10 @@ pub fn check_content_length(content_length: Option<u64>, limits: &Limits) -> Res
 /// [`CheckError`]; its [`status`](CheckError::status) is the answer to send.
 pub fn check(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Checked, CheckError> {
     let version = parse_content_type(head.content_type)?;
-    if let Some(enc) = head.content_encoding {
-        if !enc.trim().eq_ignore_ascii_case("snappy") {
-            return Err(CheckError::UnsupportedEncoding(enc.to_owned()));
-        }
+    if let Some(enc) = head.content_encoding
+        && !enc.trim().eq_ignore_ascii_case("snappy")
+    {
+        return Err(CheckError::UnsupportedEncoding(enc.to_owned()));
     }
     if body.is_empty() {
         return Ok(Checked::Empty);
@@ -153,7 +157,8 @@ pub fn check(head: &RequestHead<'_>, body: &[u8], limits: &Limits) -> Result<Che
     if declared > (body.len() as u64).saturating_mul(MAX_SNAPPY_RATIO) {
         return Err(CheckError::CorruptPreamble("declared length is more than snappy can expand to"));
     }
-    let decoded_len = usize::try_from(declared).map_err(|_| CheckError::CorruptPreamble("declared length does not fit in memory"))?;
+    let decoded_len =
+        usize::try_from(declared).map_err(|_| CheckError::CorruptPreamble("declared length does not fit in memory"))?;
     Ok(Checked::Body { version, decoded_len })
 }
 

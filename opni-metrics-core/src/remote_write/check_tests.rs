@@ -19,7 +19,10 @@ fn accepts_v1_and_v2_bodies() {
     assert_eq!(check(&v1(), &body, &limits()), Ok(Checked::Body { version: Version::V1, decoded_len: 1000 }));
     let v2 = RequestHead { content_type: Some(Version::V2.content_type()), content_encoding: Some("snappy") };
     assert_eq!(check(&v2, &body, &limits()), Ok(Checked::Body { version: Version::V2, decoded_len: 1000 }));
-    let v1_explicit = RequestHead { content_type: Some("application/x-protobuf; proto=prometheus.WriteRequest"), content_encoding: None };
+    let v1_explicit = RequestHead {
+        content_type: Some("application/x-protobuf; proto=prometheus.WriteRequest"),
+        content_encoding: None,
+    };
     assert!(matches!(check(&v1_explicit, &body, &limits()), Ok(Checked::Body { version: Version::V1, .. })));
     assert!(matches!(check(&RequestHead::default(), &body, &limits()), Ok(Checked::Body { version: Version::V1, .. })));
 }
@@ -31,7 +34,8 @@ fn empty_body_is_a_probe() {
 
 #[test]
 fn wrong_types_and_encodings_are_415() {
-    for ct in ["application/json", "text/plain", "application/x-protobuf;proto=foo.Bar", "application/x-protobuf;junk"] {
+    for ct in ["application/json", "text/plain", "application/x-protobuf;proto=foo.Bar", "application/x-protobuf;junk"]
+    {
         let h = RequestHead { content_type: Some(ct), content_encoding: Some("snappy") };
         let e = check(&h, b"\x01a", &limits()).unwrap_err();
         assert_eq!(e.status(), 415, "{ct}: {e}");

@@ -53,7 +53,9 @@ pub fn classify(outcome: Outcome, opts: &StatusOptions) -> Reply {
         Outcome::Response { status } => match status {
             200..=299 => Reply { status, pass_through: true, retry_after: None },
             400 | 413 | 415 | 422 => Reply { status, pass_through: true, retry_after: None },
-            429 if opts.rate_limit_as_503 => Reply { status: 503, pass_through: true, retry_after: opts.local_retry_after },
+            429 if opts.rate_limit_as_503 => {
+                Reply { status: 503, pass_through: true, retry_after: opts.local_retry_after }
+            }
             429 => Reply { status: 429, pass_through: true, retry_after: opts.local_retry_after },
             _ => local(503),
         },
@@ -98,7 +100,11 @@ mod tests {
             for o in [Outcome::Response { status: s }, Outcome::Timeout, Outcome::Unreachable] {
                 let r = classify(o, &StatusOptions::default());
                 assert_ne!(r.status, 408);
-                assert!(r.status < 300 || [400, 413, 415, 422, 429, 503, 504].contains(&r.status), "{o:?} -> {}", r.status);
+                assert!(
+                    r.status < 300 || [400, 413, 415, 422, 429, 503, 504].contains(&r.status),
+                    "{o:?} -> {}",
+                    r.status
+                );
             }
         }
     }

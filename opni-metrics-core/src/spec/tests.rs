@@ -107,7 +107,12 @@ fn normalized_sorts_unordered_lists_only() {
     a.prometheus.namespaces = vec!["b".into(), "a".into(), "a".into()];
     a.prometheus.scrape_jobs.insert(
         0,
-        ScrapeJob { name: "z".into(), targets: vec!["h:2".into(), "h:1".into()], metrics_path: None, scrape_interval: None },
+        ScrapeJob {
+            name: "z".into(),
+            targets: vec!["h:2".into(), "h:1".into()],
+            metrics_path: None,
+            scrape_interval: None,
+        },
     );
     let n = a.normalized();
     assert_eq!(n.prometheus.namespaces, vec!["a", "b"]);

@@ -9,6 +9,7 @@
 //! ```
 //! Every check works under its own key prefix beneath `namespace`, so one shared server (such
 //! as a real etcd) can run the suite repeatedly. Checks panic with a message on failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -77,7 +78,10 @@ pub async fn delete(store: &dyn Store, ns: &str) {
     let k = format!("{ns}k");
     assert_eq!(store.delete(&k, Precondition::None).await.unwrap(), None);
     let r1 = store.put(&k, b("1"), Precondition::None).await.unwrap();
-    assert!(matches!(store.delete(&k, Precondition::Revision(Revision(r1.0 + 1000))).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        store.delete(&k, Precondition::Revision(Revision(r1.0 + 1000))).await,
+        Err(StoreError::Conflict { .. })
+    ));
     let d = store.delete(&k, Precondition::Revision(r1)).await.unwrap().expect("present key deleted");
     assert!(d > r1);
     assert_eq!(store.get(&k).await.unwrap(), None);
@@ -89,7 +93,7 @@ pub async fn list_prefix(store: &dyn Store, ns: &str) {
     for k in ["b", "a", "c/d"] {
         store.put(&format!("{ns}{k}"), b(k), Precondition::None).await.unwrap();
     }
-    store.put(&format!("{ns}"), b("exact"), Precondition::None).await.unwrap();
+    store.put(ns, b("exact"), Precondition::None).await.unwrap();
     store.put(&format!("{}x", ns.trim_end_matches('/')), b("sibling"), Precondition::None).await.unwrap();
     let l = store.list(ns).await.unwrap();
     let keys: Vec<_> = l.items.iter().map(|kv| kv.key.strip_prefix(ns).unwrap_or("?").to_owned()).collect();
@@ -154,5 +158,8 @@ pub async fn invalid_input(store: &dyn Store) {
     assert!(matches!(store.put("", b("x"), Precondition::None).await, Err(StoreError::InvalidKey { .. })));
     assert!(matches!(store.get("a\0b").await, Err(StoreError::InvalidKey { .. })));
     let huge = Bytes::from(vec![0u8; super::MAX_VALUE_LEN + 1]);
-    assert!(matches!(store.put("contract-huge", huge, Precondition::None).await, Err(StoreError::ValueTooLarge { .. })));
+    assert!(matches!(
+        store.put("contract-huge", huge, Precondition::None).await,
+        Err(StoreError::ValueTooLarge { .. })
+    ));
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::future::{self, BoxFuture};
 use futures::stream::{BoxStream, Stream};
 
-use super::{validate_key, validate_write, KeyValue, Listing, Precondition, Store, StoreError, WatchEvent};
+use super::{KeyValue, Listing, Precondition, Store, StoreError, WatchEvent, validate_key, validate_write};
 use crate::id::Revision;
 
 /// Events kept for watchers that start in the past, by default.
@@ -169,7 +169,10 @@ impl Stream for Watch {
         let mut inner = this.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if this.cursor < inner.compacted {
             this.done = true;
-            return Poll::Ready(Some(Err(StoreError::Compacted { requested: this.cursor, compacted: inner.compacted })));
+            return Poll::Ready(Some(Err(StoreError::Compacted {
+                requested: this.cursor,
+                compacted: inner.compacted,
+            })));
         }
         // log[i] has revision compacted + 1 + i
         let start = usize::try_from(this.cursor.0 - inner.compacted.0).unwrap_or(usize::MAX);
@@ -194,8 +197,8 @@ impl Drop for Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::executor::block_on;
     use futures::StreamExt;
+    use futures::executor::block_on;
 
     #[test]
     fn compaction_is_reported() {

@@ -107,12 +107,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Input(Input::NodeDisabled)),
         Just(Op::Input(Input::Tick)),
         any::<bool>().prop_map(|ok| Op::Input(Input::PurgeRequested(if ok { Ok(()) } else { Err("e".into()) }))),
-        prop_oneof![
-            Just(Ok(PurgeProgress::Done)),
-            Just(Ok(PurgeProgress::InProgress)),
-            Just(Err("e".to_owned()))
-        ]
-        .prop_map(|r| Op::Input(Input::PurgePolled(r))),
+        prop_oneof![Just(Ok(PurgeProgress::Done)), Just(Ok(PurgeProgress::InProgress)), Just(Err("e".to_owned()))]
+            .prop_map(|r| Op::Input(Input::PurgePolled(r))),
         Just(Op::Input(Input::CapabilityRemoved)),
         Just(Op::Input(Input::Fatal("boom".into()))),
         Just(Op::Cancel),
