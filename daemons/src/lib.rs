@@ -10,5 +10,14 @@
 //! assert_eq!(opni_metrics_daemons::EXIT_CONFIG, 64);
 //! ```
 
+pub mod agent;
+pub mod daemon;
+pub mod forward;
+pub mod gateway;
+pub mod grpc;
+pub mod http_server;
+pub mod metrics;
+pub mod tls;
+
 /// Exit code of a daemon refusing its configuration (`EX_USAGE`), before binding any port.
 pub const EXIT_CONFIG: i32 = 64;

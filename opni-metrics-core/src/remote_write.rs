@@ -6,9 +6,11 @@
 
 mod check;
 mod status;
+mod wire;
 
 pub use check::{CheckError, Checked, Limits, RequestHead, Version, check, check_content_length};
 pub use status::{Outcome, Reply, StatusOptions, classify};
+pub use wire::{WireError, check_well_formed};
 
 /// The header naming the tenant in Cortex-compatible stores.
 pub const TENANT_HEADER: &str = "X-Scope-OrgID";

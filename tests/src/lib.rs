@@ -1,8 +1,11 @@
-//! Workspace-level tests and the deterministic simulation used by them and by the demo.
+//! Workspace-level tests, the test harness and the deterministic simulation.
 //!
-//! [`sim::World`] runs a gateway's sync decision and one agent's [`AgentSync`] machine over a
-//! simulated, lossy network and a node driver that can fail — deterministic, no runtime, no
-//! sleeps. The convergence property tests drive it with random event sequences.
+//! - [`sim::World`] runs a gateway's sync decision and one agent's `AgentSync` machine over a
+//!   simulated, lossy network and a node driver that can fail — deterministic, no runtime, no
+//!   sleeps. The convergence property tests drive it with random event sequences.
+//! - [`pki`] makes certificates with rcgen; [`prometheus`] runs real Prometheus processes;
+//!   [`upstream`] is a scriptable remote-write upstream; [`rw`] builds remote-write bodies;
+//!   [`http`] is a small client. The daemons' end-to-end tests use them.
 //!
 //! # Example
 //! ```
@@ -15,7 +18,12 @@
 //! assert!(world.converged());
 //! assert!(report.syncs >= 1);
 //! ```
-//!
-//! [`AgentSync`]: opni_metrics_core::sync::AgentSync
+// Test harness: a panic is how a broken fixture reports itself.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod http;
+pub mod pki;
+pub mod prometheus;
+pub mod rw;
 pub mod sim;
+pub mod upstream;

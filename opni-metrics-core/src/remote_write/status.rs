@@ -57,6 +57,7 @@ pub fn classify(outcome: Outcome, opts: &StatusOptions) -> Reply {
                 Reply { status: 503, pass_through: true, retry_after: opts.local_retry_after }
             }
             429 => Reply { status: 429, pass_through: true, retry_after: opts.local_retry_after },
+            504 => local(504),
             _ => local(503),
         },
         Outcome::Timeout => local(504),
@@ -85,10 +86,11 @@ mod tests {
         let opts = StatusOptions { rate_limit_as_503: true, local_retry_after: Some(Duration::from_secs(2)) };
         let r = classify(Outcome::Response { status: 429 }, &opts);
         assert_eq!((r.status, r.retry_after), (503, Some(Duration::from_secs(2))));
-        for s in [500, 502, 503, 504, 401, 403, 404, 405, 409, 301, 100] {
+        for s in [500, 502, 503, 401, 403, 404, 405, 409, 301, 100] {
             assert_eq!(status(Outcome::Response { status: s }), 503, "{s} becomes a retryable 503");
         }
         assert_eq!(status(Outcome::Timeout), 504);
+        assert_eq!(status(Outcome::Response { status: 504 }), 504, "an upstream deadline stays a deadline");
         assert_eq!(status(Outcome::Unreachable), 503);
         assert_eq!(status(Outcome::TlsFailure), 503);
         assert_eq!(status(Outcome::Overloaded), 503);

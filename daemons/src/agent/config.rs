@@ -1,0 +1,192 @@
+//! The agent's configuration: inert YAML data, validated into [`AgentSettings`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use opni_metrics_core::duration::PromDuration;
+use opni_metrics_core::remote_write::{Limits, StatusOptions};
+use serde::Deserialize;
+
+use super::relay::RelaySettings;
+use crate::daemon::ConfigError;
+use crate::gateway::config::{LogConfig, limits, socket};
+use crate::grpc::ChannelOptions;
+use crate::tls::TlsFiles;
+
+/// The agent's config file (YAML, camelCase keys). Every field has a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Where Prometheus sends remote write (`/api/agent/push`), and `/metrics`, `/healthz`,
+    /// `/readyz`.
+    pub http: AgentHttpConfig,
+    /// The gateway.
+    pub gateway: GatewayConnConfig,
+    /// Remote-write relay settings.
+    pub remote_write: AgentRemoteWriteConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// The agent's HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentHttpConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Longest time a client may take to send request headers.
+    pub header_read_timeout: PromDuration,
+}
+
+impl Default for AgentHttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8081".into(), header_read_timeout: PromDuration::from_secs(10) }
+    }
+}
+
+/// How to reach the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GatewayConnConfig {
+    /// `host:port` of the gateway's agent-facing gRPC listener.
+    pub address: String,
+    /// The name the gateway's certificate must carry (defaults to the address's host).
+    pub server_name: Option<String>,
+    /// This agent's certificate and key, and the CA that signs the gateway's certificate.
+    pub tls: Option<TlsFiles>,
+    /// Dial timeout.
+    pub connect_timeout: PromDuration,
+    /// HTTP/2 keepalive PING interval.
+    pub keepalive_interval: PromDuration,
+    /// A gateway silent this long after a PING is considered dead.
+    pub keepalive_timeout: PromDuration,
+}
+
+impl Default for GatewayConnConfig {
+    fn default() -> Self {
+        let o = ChannelOptions::default();
+        Self {
+            address: "127.0.0.1:9090".into(),
+            server_name: None,
+            tls: None,
+            connect_timeout: o.connect_timeout.into(),
+            keepalive_interval: o.keepalive_interval.into(),
+            keepalive_timeout: o.keepalive_timeout.into(),
+        }
+    }
+}
+
+/// Relay settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentRemoteWriteConfig {
+    /// Largest body accepted as sent.
+    pub max_body_bytes: usize,
+    /// Largest decompressed size a body may declare.
+    pub max_decoded_bytes: usize,
+    /// End-to-end deadline of one request (below Prometheus's 30 s).
+    pub request_timeout: PromDuration,
+    /// Most body bytes in flight; beyond it requests get 503 at once.
+    pub max_in_flight_bytes: usize,
+    /// Decompress and check every body's protobuf structure (costs CPU per sample).
+    pub validate: bool,
+    /// Answer 503 instead of 429.
+    pub rate_limit_as_503: bool,
+}
+
+impl Default for AgentRemoteWriteConfig {
+    fn default() -> Self {
+        let r = RelaySettings::default();
+        Self {
+            max_body_bytes: r.limits.max_body_bytes,
+            max_decoded_bytes: r.limits.max_decoded_bytes,
+            request_timeout: r.request_timeout.into(),
+            max_in_flight_bytes: r.max_in_flight_bytes,
+            validate: false,
+            rate_limit_as_503: false,
+        }
+    }
+}
+
+/// Validated agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Header read timeout.
+    pub header_read_timeout: Duration,
+    /// Gateway `host:port`.
+    pub gateway_address: String,
+    /// Expected gateway certificate name.
+    pub gateway_server_name: String,
+    /// TLS files.
+    pub tls: TlsFiles,
+    /// Channel options.
+    pub channel: ChannelOptions,
+    /// Relay settings.
+    pub relay: RelaySettings,
+}
+
+impl AgentConfig {
+    /// Validates every field.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<AgentSettings, ConfigError> {
+        let listen = socket("http.listen", &self.http.listen)?;
+        let (host, port) = self
+            .gateway
+            .address
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::invalid("gateway.address", "must be host:port"))?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(ConfigError::invalid(
+                "gateway.address",
+                format!("{:?} is not host:port", self.gateway.address),
+            ));
+        }
+        let server_name = self.gateway.server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+        let tls = self.gateway.tls.clone().ok_or_else(|| {
+            ConfigError::invalid("gateway.tls", "required: the agent authenticates with its client certificate")
+        })?;
+        let rw = &self.remote_write;
+        let request_timeout = rw.request_timeout.as_duration();
+        if request_timeout.is_zero() || request_timeout >= Duration::from_secs(30) {
+            return Err(ConfigError::invalid(
+                "remoteWrite.requestTimeout",
+                "must be above 0s and below Prometheus's 30s remote timeout",
+            ));
+        }
+        let limits: Limits = limits("remoteWrite", rw.max_body_bytes, rw.max_decoded_bytes)?;
+        if rw.max_in_flight_bytes < limits.max_body_bytes {
+            return Err(ConfigError::invalid("remoteWrite.maxInFlightBytes", "must be at least maxBodyBytes"));
+        }
+        let relay = RelaySettings {
+            limits,
+            request_timeout,
+            max_in_flight_bytes: rw.max_in_flight_bytes,
+            validate: rw.validate,
+            status: StatusOptions {
+                rate_limit_as_503: rw.rate_limit_as_503,
+                local_retry_after: Some(Duration::from_secs(1)),
+            },
+            ..RelaySettings::default()
+        };
+        let nonzero = |field: &str, d: PromDuration| {
+            if d.as_millis() == 0 { Err(ConfigError::invalid(field, "must be above 0s")) } else { Ok(d.as_duration()) }
+        };
+        Ok(AgentSettings {
+            listen,
+            header_read_timeout: nonzero("http.headerReadTimeout", self.http.header_read_timeout)?,
+            gateway_address: self.gateway.address.clone(),
+            gateway_server_name: server_name,
+            tls,
+            channel: ChannelOptions {
+                connect_timeout: nonzero("gateway.connectTimeout", self.gateway.connect_timeout)?,
+                keepalive_interval: nonzero("gateway.keepaliveInterval", self.gateway.keepalive_interval)?,
+                keepalive_timeout: nonzero("gateway.keepaliveTimeout", self.gateway.keepalive_timeout)?,
+            },
+            relay,
+        })
+    }
+}

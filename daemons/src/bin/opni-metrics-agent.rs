@@ -1,0 +1,118 @@
+//! `opni-metrics-agent`: receives Prometheus remote write and relays every request to the
+//! gateway, answering only once the gateway and its upstream answered.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use opni_metrics_daemons::EXIT_CONFIG;
+use opni_metrics_daemons::agent::{self, AgentConfig};
+use opni_metrics_daemons::daemon::{LogFormat, error_chain, init_logging, load_yaml, shutdown_signal};
+use opni_metrics_daemons::tls::TlsFiles;
+
+/// The opni-metrics agent.
+///
+/// Point Prometheus's remote_write at http://<listen>/api/agent/push. Each request is checked
+/// (content type, snappy framing, declared size) and relayed to the gateway as one gRPC call over
+/// mutual TLS; Prometheus gets the upstream's answer under the status rules (data errors pass
+/// through, faults become a retryable 503). Settings come from the YAML file, then environment
+/// variables, then flags (flags win).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// YAML config file (camelCase keys: http, gateway, remoteWrite, log).
+    #[arg(long, short = 'c', env = "OPNI_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address for remote write, /metrics, /healthz, /readyz (http.listen).
+    #[arg(long, env = "OPNI_AGENT_LISTEN")]
+    listen: Option<String>,
+    /// Gateway gRPC address host:port (gateway.address).
+    #[arg(long, env = "OPNI_AGENT_GATEWAY")]
+    gateway: Option<String>,
+    /// Name the gateway's certificate must carry (gateway.serverName).
+    #[arg(long, env = "OPNI_AGENT_GATEWAY_SERVER_NAME")]
+    gateway_server_name: Option<String>,
+    /// This agent's certificate, PEM (gateway.tls.cert).
+    #[arg(long, env = "OPNI_AGENT_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This agent's key, PEM (gateway.tls.key).
+    #[arg(long, env = "OPNI_AGENT_TLS_KEY", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// CA bundle that signs the gateway's certificate, PEM (gateway.tls.ca).
+    #[arg(long, env = "OPNI_AGENT_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// Decompress and check every body's structure (remoteWrite.validate).
+    #[arg(long, env = "OPNI_AGENT_VALIDATE")]
+    validate: bool,
+    /// Log format (log.format).
+    #[arg(long, env = "OPNI_AGENT_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter in RUST_LOG syntax (log.level).
+    #[arg(long, env = "OPNI_AGENT_LOG_LEVEL")]
+    log_level: Option<String>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn config(args: &Args) -> Result<AgentConfig, opni_metrics_daemons::daemon::ConfigError> {
+    let mut c: AgentConfig = load_yaml(args.config.as_deref())?;
+    if let Some(v) = &args.listen {
+        c.http.listen.clone_from(v);
+    }
+    if let Some(v) = &args.gateway {
+        c.gateway.address.clone_from(v);
+    }
+    if let Some(v) = &args.gateway_server_name {
+        c.gateway.server_name = Some(v.clone());
+    }
+    if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
+        c.gateway.tls = Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() });
+    }
+    if args.validate {
+        c.remote_write.validate = true;
+    }
+    if let Some(v) = args.log_format {
+        c.log.format = v;
+    }
+    if let Some(v) = &args.log_level {
+        c.log.level.clone_from(v);
+    }
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("opni-metrics-agent: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let settings = match cfg.validate() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("opni-metrics-agent: invalid configuration: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    if args.check_config {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(cfg.log.format, &cfg.log.level);
+    let running = match agent::start(settings).await {
+        Ok(r) => r,
+        Err(e) => {
+            let msg = error_chain(&e);
+            eprintln!("opni-metrics-agent: cannot start: {msg}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    shutdown_signal().await;
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
