@@ -83,7 +83,8 @@ impl RemoteWrite for RemoteWriteService {
         let req = ForwardRequest { tenant, body: m.body, content_type, version: version_header };
         match forward(&self.forward, req).await {
             Ok(r) => Ok(Response::new(PushResponse {
-                http_status: u32::from(r.status),
+                // the 429 → 503 option is the gateway's; every other rule is applied by the agent
+                http_status: u32::from(if r.status == 429 && self.status.rate_limit_as_503 { 503 } else { r.status }),
                 body: r.body,
                 headers: r.headers.into_iter().map(|(name, value)| Header { name, value }).collect(),
             })),

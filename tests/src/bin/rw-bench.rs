@@ -1,0 +1,1150 @@
+//! `rw-bench`: the end-to-end remote-write benchmark of DESIGN §8.
+//!
+//! One process run measures, for each requested run (`saturation/4`, `rate/4`, …), up to three
+//! scenarios against the same receiver:
+//!
+//! - `direct`: senders → receiver;
+//! - `relay`: senders → `opni-metrics-agent` → (gRPC, mutual TLS) → `opni-metrics-gateway` →
+//!   receiver, the real release binaries with certificates generated into a temporary directory;
+//! - `vmagent`: senders → `vmagent` → receiver, when `vmagent` is installed.
+//!
+//! The load generator runs C concurrent senders, each sending pre-encoded remote-write 1.0
+//! requests (500 series of ten labels with one sample each by default, ≈ 52 KiB snappy) one
+//! after another, like Prometheus's shards: flat out (`saturation`) or at a target rate spread
+//! over the senders (`rate`). Every scenario is bounded by time (warm-up + duration) and
+//! optionally by a request count per sender.
+//!
+//! The default receiver is in this process: a hyper server that decompresses every body and walks
+//! the protobuf wire format (no allocation per sample) to count samples exactly, then answers
+//! 204. Exact counts give "samples lost = acknowledged to senders − arrived at the receiver".
+//! `--receiver prometheus` uses a real `prometheus --web.enable-remote-write-receiver` instead
+//! (counted with `prometheus_tsdb_head_samples_appended_total`; senders then encode each request
+//! with fresh timestamps so nothing is a duplicate).
+//!
+//! CPU is read from `/proc`: whole processes for agent, gateway, vmagent (and a Prometheus
+//! receiver); for the counting receiver and the load generator, the threads of their own tokio
+//! runtimes (`rwb-rx-*`, `rwb-gen-*`) in this process. Peak RSS is each relay's `VmHWM`; every
+//! scenario starts fresh relay processes.
+// Benchmark harness: a panic is how a broken fixture reports itself.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use opni_metrics_tests::http::{eventually, get, metric_sum};
+use opni_metrics_tests::pki::{CertFiles, Pki};
+use opni_metrics_tests::prometheus::free_port;
+use opni_metrics_tests::rw;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+/// End-to-end remote-write benchmark: direct vs agent→gateway vs vmagent, one receiver.
+#[derive(Debug, Clone, Parser)]
+#[command(about, long_about = None)]
+struct Args {
+    /// Runs, comma-separated MODE/SENDERS: MODE `saturation` (no rate limit) or `rate`
+    /// (--rate samples/s spread over the senders), e.g. saturation/4,saturation/32,rate/4.
+    #[arg(long, value_delimiter = ',', default_value = "saturation/4")]
+    runs: Vec<RunSpec>,
+    /// Scenarios of every run, in this order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "direct,relay,vmagent")]
+    scenarios: Vec<Scenario>,
+    /// Target rate of `rate` runs, samples per second over all senders.
+    #[arg(long, default_value_t = 250_000)]
+    rate: u64,
+    /// Samples per request (series with ten labels and one sample each).
+    #[arg(long, default_value_t = 500)]
+    samples: usize,
+    /// Measured seconds per scenario.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Warm-up seconds per scenario (load applied, not measured).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Most requests per sender per scenario, warm-up included (0: bounded by time only).
+    #[arg(long, default_value_t = 0)]
+    max_requests: u64,
+    /// The receiver every scenario writes to.
+    #[arg(long, value_enum, default_value = "counting")]
+    receiver: ReceiverKind,
+    /// Counting receiver: wait this long before answering each request (DESIGN §8's concurrency
+    /// target uses an upstream answering after 20 ms).
+    #[arg(long, default_value_t = 0)]
+    receiver_delay_ms: u64,
+    /// Worker threads of the counting receiver's runtime and of the load generator's, each.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Directory holding the `opni-metrics-agent` and `opni-metrics-gateway` binaries.
+    #[arg(long, default_value = "target/release")]
+    bin_dir: PathBuf,
+    /// The vmagent binary (the scenario is skipped when it cannot be found).
+    #[arg(long, default_value = "vmagent")]
+    vmagent: String,
+    /// The prometheus binary, for --receiver prometheus.
+    #[arg(long, default_value = "prometheus")]
+    prometheus: String,
+    /// Also write the markdown report to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Keep the temporary directory (certificates, daemon logs) and print its path.
+    #[arg(long)]
+    keep_tmp: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Senders → receiver.
+    Direct,
+    /// Senders → agent → gateway → receiver.
+    Relay,
+    /// Senders → vmagent → receiver.
+    Vmagent,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Relay => "agent→gateway",
+            Self::Vmagent => "vmagent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReceiverKind {
+    /// The in-process counting receiver.
+    Counting,
+    /// A real Prometheus with the remote-write receiver enabled.
+    Prometheus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Saturation,
+    Rate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RunSpec {
+    mode: Mode,
+    senders: usize,
+}
+
+impl FromStr for RunSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (m, c) = s.split_once('/').ok_or_else(|| format!("{s:?}: expected MODE/SENDERS"))?;
+        let mode = match m {
+            "saturation" | "sat" => Mode::Saturation,
+            "rate" => Mode::Rate,
+            _ => return Err(format!("{m:?}: mode is saturation or rate")),
+        };
+        let senders = c.parse::<usize>().map_err(|e| format!("{c:?}: {e}"))?;
+        if senders == 0 || senders > 1024 {
+            return Err("senders must be 1..=1024".into());
+        }
+        Ok(Self { mode, senders })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc accounting
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime in ticks from a `/proc/.../stat` line, and the command name.
+fn parse_stat(stat: &str) -> Option<(String, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat[open + 1..close].to_owned();
+    let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+/// CPU seconds a process used so far (all its threads).
+fn process_cpu(pid: u32, tick: f64) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| parse_stat(&s)).map_or(0.0, |(_, t)| t as f64 / tick)
+}
+
+/// CPU seconds used so far by this process's threads whose name starts with `prefix`.
+fn threads_cpu(prefix: &str, tick: f64) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|s| parse_stat(&s))
+        .filter(|(comm, _)| comm.starts_with(prefix))
+        .map(|(_, t)| t as f64 / tick)
+        .sum()
+}
+
+/// Peak resident set size (VmHWM) of a process, MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// the counting receiver
+
+#[derive(Debug, Default)]
+struct RxCounters {
+    requests: AtomicU64,
+    samples: AtomicU64,
+    bad: AtomicU64,
+}
+
+thread_local! {
+    static DECOMPRESSED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, &'static str> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let b = *buf.get(*pos).ok_or("truncated varint")?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("varint too long")
+}
+
+/// Calls `f(field, payload)` for every length-delimited field of `buf`, skipping the others.
+fn each_len_field(buf: &[u8], mut f: impl FnMut(u64, &[u8]) -> Result<(), &'static str>) -> Result<(), &'static str> {
+    let mut pos = 0;
+    while pos < buf.len() {
+        let tag = varint(buf, &mut pos)?;
+        match tag & 7 {
+            0 => {
+                varint(buf, &mut pos)?;
+            }
+            1 => pos += 8,
+            2 => {
+                let len = usize::try_from(varint(buf, &mut pos)?).map_err(|_| "length overflow")?;
+                let end = pos.checked_add(len).filter(|&e| e <= buf.len()).ok_or("field runs past the end")?;
+                f(tag >> 3, &buf[pos..end])?;
+                pos = end;
+            }
+            5 => pos += 4,
+            _ => return Err("unsupported wire type"),
+        }
+        if pos > buf.len() {
+            return Err("fixed field runs past the end");
+        }
+    }
+    Ok(())
+}
+
+/// Samples in a snappy-compressed `prometheus.WriteRequest`: `timeseries` (1) → `samples` (2).
+fn count_samples(body: &[u8]) -> Result<u64, &'static str> {
+    if body.is_empty() {
+        return Ok(0);
+    }
+    let len = snap::raw::decompress_len(body).map_err(|_| "bad snappy preamble")?;
+    if len > 64 << 20 {
+        return Err("declared length over 64 MiB");
+    }
+    DECOMPRESSED.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let n = snap::raw::Decoder::new().decompress(body, &mut buf[..len]).map_err(|_| "corrupt snappy")?;
+        let mut samples = 0u64;
+        each_len_field(&buf[..n], |field, series| {
+            if field == 1 {
+                each_len_field(series, |f, _| {
+                    samples += u64::from(f == 2);
+                    Ok(())
+                })?;
+            }
+            Ok(())
+        })?;
+        Ok(samples)
+    })
+}
+
+async fn rx_handle(req: Request<Incoming>, c: Arc<RxCounters>, delay: Duration) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = status;
+        r
+    };
+    if req.method() != Method::POST {
+        return reply(StatusCode::OK, "counting receiver\n");
+    }
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return reply(StatusCode::BAD_REQUEST, "body read failed\n"),
+    };
+    match count_samples(&body) {
+        Ok(n) => {
+            c.requests.fetch_add(1, Ordering::Relaxed);
+            c.samples.fetch_add(n, Ordering::Relaxed);
+        }
+        Err(e) => {
+            c.bad.fetch_add(1, Ordering::Relaxed);
+            eprintln!("receiver: refusing a body: {e}");
+            return reply(StatusCode::BAD_REQUEST, "bad body\n");
+        }
+    }
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    reply(StatusCode::NO_CONTENT, "")
+}
+
+async fn rx_serve(listener: TcpListener, c: Arc<RxCounters>, delay: Duration) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("receiver: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let c = Arc::clone(&c);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let c = Arc::clone(&c);
+                async move { Ok::<_, Infallible>(rx_handle(req, c, delay).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// child processes
+
+struct Proc {
+    name: &'static str,
+    child: Child,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl Proc {
+    async fn spawn(name: &'static str, program: &Path, args: &[String], dir: &Path) -> Result<Self, String> {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let file2 = file.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file2)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", program.display()))?;
+        let pid = child.id().ok_or("child exited at once")?;
+        Ok(Self { name, child, pid, log })
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<_> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// Waits until `url` answers 2xx (at most 20 s).
+    async fn wait_ok(&mut self, url: &str) -> Result<(), String> {
+        let res = eventually(Duration::from_secs(20), &format!("{} ready at {url}", self.name), || async {
+            match get(url).await {
+                Ok(r) if r.status.is_success() => Ok(()),
+                Ok(r) => Err(format!("status {}", r.status)),
+                Err(e) => Err(e),
+            }
+        })
+        .await;
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("{} exited with {status}:\n{}", self.name, self.log_tail()));
+        }
+        res.map_err(|e| format!("{e}\n{} log:\n{}", self.name, self.log_tail()))
+    }
+
+    fn cpu(&self, tick: f64) -> f64 {
+        process_cpu(self.pid, tick)
+    }
+
+    async fn stop(mut self) {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.components().count() > 1 {
+        return p.is_file().then(|| p.to_owned());
+    }
+    std::env::var("PATH").ok()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+// ---------------------------------------------------------------------------------------------
+// the receiver as the scenarios see it
+
+enum Receiver {
+    Counting { port: u16, counters: Arc<RxCounters> },
+    Prometheus { port: u16, proc: Proc },
+}
+
+impl Receiver {
+    fn write_url(&self) -> String {
+        match self {
+            Self::Counting { port, .. } | Self::Prometheus { port, .. } => {
+                format!("http://127.0.0.1:{port}/api/v1/write")
+            }
+        }
+    }
+
+    async fn samples(&self) -> u64 {
+        match self {
+            Self::Counting { counters, .. } => counters.samples.load(Ordering::Relaxed),
+            Self::Prometheus { port, .. } => {
+                let text = get(&format!("http://127.0.0.1:{port}/metrics")).await.map(|r| r.text()).unwrap_or_default();
+                metric_sum(&text, "prometheus_tsdb_head_samples_appended_total").unwrap_or(0.0) as u64
+            }
+        }
+    }
+
+    fn cpu(&self, tick: f64) -> f64 {
+        match self {
+            Self::Counting { .. } => threads_cpu("rwb-rx", tick),
+            Self::Prometheus { proc, .. } => proc.cpu(tick),
+        }
+    }
+
+    fn peak_rss(&self) -> Option<f64> {
+        match self {
+            Self::Counting { .. } => None,
+            Self::Prometheus { proc, .. } => Some(peak_rss_mib(proc.pid)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// load generation
+
+/// Where a sender's request bodies come from.
+#[derive(Clone)]
+enum Bodies {
+    /// Pre-encoded bodies, cycled through.
+    Pool(Arc<Vec<Bytes>>),
+    /// Encoded per request with a fresh timestamp (for a real TSDB receiver, which would drop
+    /// repeated samples as duplicates): series `[base, base + slots × samples)`.
+    Fresh { base: u64, slots: u64, samples: usize, ts0: i64 },
+}
+
+impl Bodies {
+    fn get(&self, sender: usize, k: u64) -> Bytes {
+        match self {
+            Self::Pool(pool) => {
+                let per = (pool.len() / POOL_PER_SENDER).max(1);
+                let idx = (sender % per) * POOL_PER_SENDER + (k as usize % POOL_PER_SENDER);
+                pool[idx % pool.len()].clone()
+            }
+            Self::Fresh { base, slots, samples, ts0 } => {
+                let first = base + (k % slots) * (*samples as u64);
+                let ts = ts0 + i64::try_from(k).unwrap_or(i64::MAX);
+                Bytes::from(rw::encode(&rw::request(first, *samples, ts, "rwbench_load")))
+            }
+        }
+    }
+}
+
+const POOL_PER_SENDER: usize = 4;
+
+struct Load {
+    url: String,
+    start: Instant,
+    measure_start: Instant,
+    end: Instant,
+    /// Per-sender gap between requests in `rate` mode.
+    interval: Option<Duration>,
+    senders: usize,
+    samples: u64,
+    max_requests: u64,
+}
+
+#[derive(Debug, Default)]
+struct SenderStats {
+    /// Latencies (µs) of requests started in the measured window.
+    latencies_us: Vec<u32>,
+    /// 2xx requests and their samples started in the measured window.
+    ok_requests: u64,
+    ok_samples: u64,
+    /// Samples acknowledged (2xx) over the whole scenario, warm-up included.
+    acked_samples_total: u64,
+    /// Non-2xx answers over the whole scenario, by status.
+    statuses: BTreeMap<u16, u64>,
+    /// Transport errors and timeouts over the whole scenario.
+    errors: u64,
+    /// Times a rate-mode sender fell more than ten intervals behind its schedule.
+    behind: u64,
+}
+
+async fn sender(i: usize, load: Arc<Load>, bodies: Bodies) -> SenderStats {
+    let client: Client<_, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).pool_max_idle_per_host(2).build_http();
+    let mut stats = SenderStats::default();
+    let mut next = load.start + load.interval.map_or(Duration::ZERO, |iv| iv.mul_f64(i as f64 / load.senders as f64));
+    tokio::time::sleep_until(next.into()).await;
+    let mut k = 0u64;
+    loop {
+        if let Some(iv) = load.interval {
+            tokio::time::sleep_until(next.into()).await;
+            next += iv;
+            let now = Instant::now();
+            if now > next + iv * 10 {
+                stats.behind += 1;
+                next = now;
+            }
+        }
+        if Instant::now() >= load.end || (load.max_requests > 0 && k >= load.max_requests) {
+            break;
+        }
+        let body = bodies.get(i, k);
+        k += 1;
+        let req = Request::post(load.url.as_str())
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "snappy")
+            .header("x-prometheus-remote-write-version", "0.1.0")
+            .header("user-agent", "rw-bench")
+            .body(Full::new(body))
+            .expect("request");
+        let t0 = Instant::now();
+        let res = tokio::time::timeout(Duration::from_secs(30), async {
+            let resp = client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            resp.into_body().collect().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(status)
+        })
+        .await;
+        let elapsed = t0.elapsed();
+        let measured = t0 >= load.measure_start;
+        match res {
+            Ok(Ok(status)) if status.is_success() => {
+                stats.acked_samples_total += load.samples;
+                if measured {
+                    stats.ok_requests += 1;
+                    stats.ok_samples += load.samples;
+                    stats.latencies_us.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+                }
+            }
+            Ok(Ok(status)) => {
+                *stats.statuses.entry(status.as_u16()).or_default() += 1;
+                if measured {
+                    stats.latencies_us.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                stats.errors += 1;
+                // a refused connection must not become a busy loop
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    stats
+}
+
+// ---------------------------------------------------------------------------------------------
+// one scenario
+
+struct Ctx {
+    args: Args,
+    tick: f64,
+    dir: PathBuf,
+    gateway_certs: CertFiles,
+    agent_certs: CertFiles,
+    receiver: Receiver,
+    pool: Arc<Vec<Bytes>>,
+    vmagent: Option<PathBuf>,
+    ts_next: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Measured {
+    scenario: &'static str,
+    seconds: f64,
+    requests_per_s: f64,
+    samples_per_s: f64,
+    delivered_per_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    /// (process name, CPU-s per million samples, peak RSS MiB)
+    relays: Vec<(&'static str, f64, f64)>,
+    receiver_cpu_per_m: f64,
+    generator_cpu_per_m: f64,
+    non_2xx: u64,
+    non_2xx_detail: String,
+    errors: u64,
+    lost: i64,
+    behind: u64,
+    drain_s: f64,
+}
+
+impl Measured {
+    fn relay_cpu_per_m(&self) -> f64 {
+        self.relays.iter().map(|r| r.1).sum()
+    }
+    fn relay_rss(&self) -> f64 {
+        self.relays.iter().map(|r| r.2).sum()
+    }
+}
+
+fn percentile(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    f64::from(sorted[idx]) / 1000.0
+}
+
+async fn start_relays(ctx: &Ctx, scenario: Scenario) -> Result<(String, Vec<Proc>), String> {
+    let upstream = ctx.receiver.write_url();
+    match scenario {
+        Scenario::Direct => Ok((upstream, Vec::new())),
+        Scenario::Relay => {
+            let bin = |n: &str| ctx.args.bin_dir.join(n);
+            let (grpc, ops) = (free_port(), free_port());
+            let g = &ctx.gateway_certs;
+            let s = |p: &Path| p.display().to_string();
+            let gw_args = vec![
+                format!("--grpc-listen=127.0.0.1:{grpc}"),
+                format!("--http-listen=127.0.0.1:{ops}"),
+                format!("--tls-cert={}", s(&g.cert)),
+                format!("--tls-key={}", s(&g.key)),
+                format!("--tls-ca={}", s(&g.ca)),
+                format!("--upstream-url={upstream}"),
+                "--log-level=warn".into(),
+            ];
+            let mut gw = Proc::spawn("gateway", &bin("opni-metrics-gateway"), &gw_args, &ctx.dir).await?;
+            gw.wait_ok(&format!("http://127.0.0.1:{ops}/readyz")).await?;
+            let listen = free_port();
+            let a = &ctx.agent_certs;
+            let agent_args = vec![
+                format!("--listen=127.0.0.1:{listen}"),
+                format!("--gateway=127.0.0.1:{grpc}"),
+                "--gateway-server-name=localhost".into(),
+                format!("--tls-cert={}", s(&a.cert)),
+                format!("--tls-key={}", s(&a.key)),
+                format!("--tls-ca={}", s(&a.ca)),
+                "--log-level=warn".into(),
+            ];
+            let mut agent = Proc::spawn("agent", &bin("opni-metrics-agent"), &agent_args, &ctx.dir).await?;
+            agent.wait_ok(&format!("http://127.0.0.1:{listen}/readyz")).await?;
+            Ok((format!("http://127.0.0.1:{listen}/api/agent/push"), vec![agent, gw]))
+        }
+        Scenario::Vmagent => {
+            let bin = ctx.vmagent.as_ref().ok_or("vmagent is not installed")?;
+            let port = free_port();
+            let tmp = ctx.dir.join(format!("vmagent-{port}"));
+            let args = vec![
+                format!("-remoteWrite.url={upstream}"),
+                format!("-remoteWrite.tmpDataPath={}", tmp.display()),
+                format!("-httpListenAddr=127.0.0.1:{port}"),
+                "-loggerLevel=WARN".into(),
+            ];
+            let mut vm = Proc::spawn("vmagent", bin, &args, &ctx.dir).await?;
+            vm.wait_ok(&format!("http://127.0.0.1:{port}/health")).await?;
+            Ok((format!("http://127.0.0.1:{port}/api/v1/write"), vec![vm]))
+        }
+    }
+}
+
+async fn run_scenario(ctx: &Ctx, run: RunSpec, scenario: Scenario) -> Result<Measured, String> {
+    let (url, procs) = start_relays(ctx, scenario).await?;
+    let args = &ctx.args;
+    let samples = args.samples as u64;
+    let interval = match run.mode {
+        Mode::Saturation => None,
+        Mode::Rate => Some(Duration::from_secs_f64(samples as f64 * run.senders as f64 / args.rate.max(1) as f64)),
+    };
+    let bodies = match ctx.receiver {
+        Receiver::Counting { .. } => None,
+        Receiver::Prometheus { .. } => {
+            // strictly increasing timestamps across scenarios: a TSDB refuses out-of-order samples
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let now_ms = u64::try_from(now.as_millis()).unwrap_or(0);
+            let ts0 = ctx.ts_next.load(Ordering::Relaxed).max(now_ms);
+            ctx.ts_next.store(ts0 + 1_000_000, Ordering::Relaxed);
+            Some(i64::try_from(ts0).unwrap_or(0))
+        }
+    };
+    let rx0 = ctx.receiver.samples().await;
+    let start = Instant::now() + Duration::from_millis(100);
+    let measure_start = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_start + Duration::from_secs_f64(args.duration);
+    let load = Arc::new(Load {
+        url,
+        start,
+        measure_start,
+        end,
+        interval,
+        senders: run.senders,
+        samples,
+        max_requests: args.max_requests,
+    });
+    let handles: Vec<_> = (0..run.senders)
+        .map(|i| {
+            let b = match bodies {
+                None => Bodies::Pool(Arc::clone(&ctx.pool)),
+                Some(ts0) => Bodies::Fresh {
+                    base: (i * POOL_PER_SENDER * args.samples) as u64,
+                    slots: POOL_PER_SENDER as u64,
+                    samples: args.samples,
+                    ts0,
+                },
+            };
+            tokio::spawn(sender(i, Arc::clone(&load), b))
+        })
+        .collect();
+
+    tokio::time::sleep_until(measure_start.into()).await;
+    let cpu0: Vec<f64> = procs.iter().map(|p| p.cpu(ctx.tick)).collect();
+    let (rx_cpu0, gen_cpu0) = (ctx.receiver.cpu(ctx.tick), threads_cpu("rwb-gen", ctx.tick));
+    let rx_m0 = ctx.receiver.samples().await;
+
+    let mut stats = Vec::new();
+    for h in handles {
+        stats.push(h.await.map_err(|e| format!("sender panicked: {e}"))?);
+    }
+    let load_end = Instant::now();
+    let rx_end = ctx.receiver.samples().await;
+    let gen_cpu1 = threads_cpu("rwb-gen", ctx.tick);
+
+    // drain: relays that acknowledge before forwarding (vmagent) deliver after the load stops
+    let acked: u64 = stats.iter().map(|s| s.acked_samples_total).sum();
+    let expected = rx0 + acked;
+    let drain_deadline = Instant::now() + Duration::from_secs(20);
+    let (mut last, mut last_change) = (rx_end, Instant::now());
+    let mut rx_final = rx_end;
+    while rx_final < expected && Instant::now() < drain_deadline && last_change.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        rx_final = ctx.receiver.samples().await;
+        if rx_final != last {
+            (last, last_change) = (rx_final, Instant::now());
+        }
+    }
+    let drain_s = load_end.elapsed().as_secs_f64();
+    let cpu1: Vec<f64> = procs.iter().map(|p| p.cpu(ctx.tick)).collect();
+    let rx_cpu1 = ctx.receiver.cpu(ctx.tick);
+
+    let window = load_end.duration_since(measure_start).as_secs_f64();
+    let ok_requests: u64 = stats.iter().map(|s| s.ok_requests).sum();
+    let ok_samples: u64 = stats.iter().map(|s| s.ok_samples).sum();
+    let per_m = |cpu: f64| if ok_samples == 0 { f64::NAN } else { cpu / (ok_samples as f64 / 1e6) };
+    let mut lat: Vec<u32> = stats.iter().flat_map(|s| s.latencies_us.iter().copied()).collect();
+    lat.sort_unstable();
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    for s in &stats {
+        for (k, v) in &s.statuses {
+            *statuses.entry(*k).or_default() += v;
+        }
+    }
+    let relays = procs
+        .iter()
+        .zip(cpu0.iter().zip(&cpu1))
+        .map(|(p, (a, b))| (p.name, per_m(b - a), peak_rss_mib(p.pid)))
+        .collect();
+    let result = Measured {
+        scenario: scenario.name(),
+        seconds: window,
+        requests_per_s: ok_requests as f64 / window,
+        samples_per_s: ok_samples as f64 / window,
+        delivered_per_s: rx_end.saturating_sub(rx_m0) as f64 / window,
+        p50_ms: percentile(&lat, 0.50),
+        p99_ms: percentile(&lat, 0.99),
+        p999_ms: percentile(&lat, 0.999),
+        relays,
+        receiver_cpu_per_m: per_m(rx_cpu1 - rx_cpu0),
+        generator_cpu_per_m: per_m(gen_cpu1 - gen_cpu0),
+        non_2xx: statuses.values().sum(),
+        non_2xx_detail: statuses.iter().map(|(k, v)| format!("{k}×{v}")).collect::<Vec<_>>().join(" "),
+        errors: stats.iter().map(|s| s.errors).sum(),
+        lost: i64::try_from(acked).unwrap_or(i64::MAX) - i64::try_from(rx_final - rx0).unwrap_or(i64::MAX),
+        behind: stats.iter().map(|s| s.behind).sum(),
+        drain_s,
+    };
+    for p in procs {
+        p.stop().await;
+    }
+    Ok(result)
+}
+
+// ---------------------------------------------------------------------------------------------
+// report
+
+fn f(v: f64, digits: usize) -> String {
+    if v.is_nan() { "–".into() } else { format!("{v:.digits$}") }
+}
+
+fn run_title(args: &Args, run: RunSpec) -> String {
+    match run.mode {
+        Mode::Saturation => format!("saturation, {} senders", run.senders),
+        Mode::Rate => format!("rate {} samples/s, {} senders", args.rate, run.senders),
+    }
+}
+
+fn table(args: &Args, run: RunSpec, results: &[Measured]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "### {} ({} samples/request, {} s measured after {} s warm-up)\n",
+        run_title(args, run),
+        args.samples,
+        args.duration,
+        args.warmup
+    );
+    s.push_str(
+        "| scenario | req/s | samples/s acked | samples/s delivered | p50 ms | p99 ms | p99.9 ms | relay CPU-s / M samples | relay peak RSS MiB | receiver CPU-s / M | generator CPU-s / M | non-2xx | errors | samples lost |\n",
+    );
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|\n");
+    for r in results {
+        let relay_cpu = if r.relays.is_empty() {
+            "–".to_owned()
+        } else if r.relays.len() == 1 {
+            f(r.relays[0].1, 3)
+        } else {
+            let parts: Vec<_> = r.relays.iter().map(|(n, c, _)| format!("{n} {}", f(*c, 3))).collect();
+            format!("**{}** ({})", f(r.relay_cpu_per_m(), 3), parts.join(" + "))
+        };
+        let relay_rss = if r.relays.is_empty() {
+            "–".to_owned()
+        } else if r.relays.len() == 1 {
+            f(r.relays[0].2, 1)
+        } else {
+            let parts: Vec<_> = r.relays.iter().map(|(n, _, m)| format!("{n} {}", f(*m, 1))).collect();
+            format!("**{}** ({})", f(r.relay_rss(), 1), parts.join(" + "))
+        };
+        let non2xx =
+            if r.non_2xx == 0 { "0".to_owned() } else { format!("{} ({})", r.non_2xx, r.non_2xx_detail) };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            f(r.requests_per_s, 0),
+            f(r.samples_per_s, 0),
+            f(r.delivered_per_s, 0),
+            f(r.p50_ms, 2),
+            f(r.p99_ms, 2),
+            f(r.p999_ms, 2),
+            relay_cpu,
+            relay_rss,
+            f(r.receiver_cpu_per_m, 3),
+            f(r.generator_cpu_per_m, 3),
+            non2xx,
+            r.errors,
+            r.lost
+        );
+    }
+    let notes: Vec<String> = results
+        .iter()
+        .filter(|r| r.behind > 0 || r.drain_s > 0.5)
+        .map(|r| {
+            let mut n = format!("{}:", r.scenario);
+            if r.behind > 0 {
+                let _ = write!(n, " fell behind the target rate {} times;", r.behind);
+            }
+            if r.drain_s > 0.5 {
+                let _ = write!(n, " delivered its backlog {:.1} s after the load stopped;", r.drain_s);
+            }
+            n
+        })
+        .collect();
+    if !notes.is_empty() {
+        let _ = writeln!(s, "\nNotes: {}", notes.join(" "));
+    }
+    s
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "**missed**" }
+}
+
+fn summary(args: &Args, all: &[(RunSpec, Vec<Measured>)]) -> String {
+    let mut s = String::from("### Against DESIGN §8\n\n| target | run | measured | verdict |\n|---|---|---|---|\n");
+    let find = |rs: &[Measured], name: &str| rs.iter().find(|r| r.scenario == name).cloned();
+    for (run, rs) in all {
+        let title = run_title(args, *run);
+        let relay = find(rs, Scenario::Relay.name());
+        let direct = find(rs, Scenario::Direct.name());
+        let vm = find(rs, Scenario::Vmagent.name());
+        if let Some(r) = &relay {
+            let c = r.relay_cpu_per_m();
+            let _ = writeln!(
+                s,
+                "| agent + gateway ≤ 0.5 CPU-s / M samples | {title} | {} | {} |",
+                f(c, 3),
+                verdict(c <= 0.5)
+            );
+            let agent = r.relays.iter().find(|x| x.0 == "agent").map_or(f64::NAN, |x| x.2);
+            if run.mode == Mode::Rate {
+                let _ = writeln!(
+                    s,
+                    "| agent RSS ≤ 30 MiB | {title} | {} MiB | {} |",
+                    f(agent, 1),
+                    verdict(agent <= 30.0)
+                );
+            }
+            let both = r.relay_rss();
+            let _ = writeln!(
+                s,
+                "| agent + gateway RSS ≤ 50 MiB | {title} | {} MiB | {} |",
+                f(both, 1),
+                verdict(both <= 50.0)
+            );
+            if let (Some(v), Mode::Saturation) = (&vm, run.mode) {
+                let ratio = r.delivered_per_s / v.delivered_per_s;
+                let _ = writeln!(
+                    s,
+                    "| saturation throughput ≥ 1.5× vmagent (delivered samples/s) | {title} | {}× ({} vs {}) | {} |",
+                    f(ratio, 2),
+                    f(r.delivered_per_s, 0),
+                    f(v.delivered_per_s, 0),
+                    verdict(ratio >= 1.5)
+                );
+            }
+            if let (Some(d), Mode::Rate) = (&direct, run.mode) {
+                let added = r.p99_ms - d.p99_ms;
+                let _ = writeln!(
+                    s,
+                    "| added p99 ≤ 1 ms at {} samples/s | {title} | {} ms ({} vs {}) | {} |",
+                    args.rate,
+                    f(added, 2),
+                    f(r.p99_ms, 2),
+                    f(d.p99_ms, 2),
+                    verdict(added <= 1.0 && r.samples_per_s >= 0.95 * args.rate as f64)
+                );
+            }
+            if let (Some(d), true) = (&direct, args.receiver_delay_ms > 0 && run.senders >= 32) {
+                let ratio = r.samples_per_s / d.samples_per_s;
+                let _ = writeln!(
+                    s,
+                    "| throughput ≥ 0.9× direct with a {} ms upstream | {title} | {}× | {} |",
+                    args.receiver_delay_ms,
+                    f(ratio, 2),
+                    verdict(ratio >= 0.9)
+                );
+            }
+        }
+    }
+    s
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{cpus} CPUs ({model}), {mem_gib:.1} GiB RAM")
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn run_all(ctx: Ctx) -> Result<String, String> {
+    let args = &ctx.args;
+    let mut report = String::new();
+    let _ = writeln!(report, "## rw-bench\n");
+    let _ = writeln!(report, "- machine: {}", machine());
+    let _ = writeln!(report, "- command: `rw-bench {}`", std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+    let body_len = ctx.pool.first().map_or(0, Bytes::len);
+    let _ = writeln!(
+        report,
+        "- receiver: {} on 127.0.0.1{}; request body {} bytes snappy ({} samples)",
+        match args.receiver {
+            ReceiverKind::Counting => "in-process counting receiver (decompresses, counts samples, answers 204)",
+            ReceiverKind::Prometheus => "prometheus --web.enable-remote-write-receiver",
+        },
+        if args.receiver_delay_ms > 0 { format!(", answering after {} ms", args.receiver_delay_ms) } else { String::new() },
+        body_len,
+        args.samples
+    );
+    if ctx.vmagent.is_none() && args.scenarios.contains(&Scenario::Vmagent) {
+        let _ = writeln!(report, "- vmagent not found ({}): its scenario is skipped", args.vmagent);
+    }
+    report.push('\n');
+    print!("{report}");
+    let mut all = Vec::new();
+    for run in &args.runs {
+        let mut results = Vec::new();
+        for sc in &args.scenarios {
+            if *sc == Scenario::Vmagent && ctx.vmagent.is_none() {
+                continue;
+            }
+            eprintln!("running {} / {} …", run_title(args, *run), sc.name());
+            results.push(run_scenario(&ctx, *run, *sc).await?);
+        }
+        let t = table(args, *run, &results);
+        println!("{t}");
+        report.push_str(&t);
+        report.push('\n');
+        all.push((*run, results));
+    }
+    let sm = summary(args, &all);
+    println!("{sm}");
+    report.push_str(&sm);
+    if let Receiver::Prometheus { .. } = ctx.receiver {
+        let _ = writeln!(report, "\nPrometheus receiver peak RSS: {} MiB", f(ctx.receiver.peak_rss().unwrap_or(f64::NAN), 1));
+    }
+    if let Receiver::Prometheus { proc, .. } = ctx.receiver {
+        proc.stop().await;
+    }
+    Ok(report)
+}
+
+fn runtime(name: &'static str, threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let tmp = tempfile::Builder::new().prefix("rw-bench-").tempdir().expect("temp dir");
+    let dir = tmp.path().to_owned();
+    let rx_rt = runtime("rwb-rx", args.threads);
+    let gen_rt = runtime("rwb-gen", args.threads);
+
+    for name in ["opni-metrics-agent", "opni-metrics-gateway"] {
+        if args.scenarios.contains(&Scenario::Relay) && !args.bin_dir.join(name).is_file() {
+            eprintln!(
+                "{} not found; build it with: cargo build --release -p opni-metrics-daemons --bins (or pass --bin-dir)",
+                args.bin_dir.join(name).display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+
+    let receiver = match args.receiver {
+        ReceiverKind::Counting => {
+            let counters = Arc::new(RxCounters::default());
+            let listener = rx_rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind receiver");
+            let port = listener.local_addr().expect("addr").port();
+            rx_rt.spawn(rx_serve(listener, Arc::clone(&counters), Duration::from_millis(args.receiver_delay_ms)));
+            Receiver::Counting { port, counters }
+        }
+        ReceiverKind::Prometheus => {
+            let Some(bin) = find_on_path(&args.prometheus) else {
+                eprintln!("prometheus not found; install it with: apt-get install -y prometheus");
+                return ExitCode::from(2);
+            };
+            let res = gen_rt.block_on(async {
+                let port = free_port();
+                let pdir = dir.join("prometheus");
+                std::fs::create_dir_all(&pdir).map_err(|e| e.to_string())?;
+                let cfg = pdir.join("prometheus.yml");
+                std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").map_err(|e| e.to_string())?;
+                let pargs = vec![
+                    format!("--config.file={}", cfg.display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    "--web.enable-remote-write-receiver".into(),
+                    format!("--storage.tsdb.path={}", pdir.join("data").display()),
+                    "--log.level=warn".into(),
+                ];
+                let mut proc = Proc::spawn("prometheus", &bin, &pargs, &dir).await?;
+                proc.wait_ok(&format!("http://127.0.0.1:{port}/-/ready")).await?;
+                Ok::<_, String>(Receiver::Prometheus { port, proc })
+            });
+            match res {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+
+    let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ts_ms = i64::try_from(ts.as_millis()).unwrap_or(0);
+    let max_senders = args.runs.iter().map(|r| r.senders).max().unwrap_or(1);
+    let pool: Vec<Bytes> = (0..max_senders * POOL_PER_SENDER)
+        .map(|j| Bytes::from(rw::encode(&rw::request((j * args.samples) as u64, args.samples, ts_ms, "rwbench_load"))))
+        .collect();
+    let pki = Pki::new(&dir.join("pki"), "rw-bench");
+    let ctx = Ctx {
+        gateway_certs: pki.gateway("gateway"),
+        agent_certs: pki.agent("agent", "rw-bench-cluster"),
+        tick: clock_ticks(),
+        dir: dir.clone(),
+        receiver,
+        pool: Arc::new(pool),
+        vmagent: find_on_path(&args.vmagent),
+        ts_next: AtomicU64::new(0),
+        args: args.clone(),
+    };
+    let res = gen_rt.block_on(run_all(ctx));
+    drop(gen_rt);
+    drop(rx_rt);
+    if args.keep_tmp {
+        eprintln!("kept {}", tmp.keep().display());
+    }
+    match res {
+        Ok(report) => {
+            if let Some(out) = &args.out
+                && let Err(e) = std::fs::write(out, report)
+            {
+                eprintln!("writing {}: {e}", out.display());
+                return ExitCode::FAILURE;
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("rw-bench failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
