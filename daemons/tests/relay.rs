@@ -6,15 +6,15 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{body, Stack, CLUSTER};
+use common::{CLUSTER, Stack, body};
 use http::Method;
-use rustls_pki_types::pem::PemObject;
-use opni_metrics_daemons::grpc::{tls_channel, ChannelOptions};
-use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
+use opni_metrics_daemons::grpc::{ChannelOptions, tls_channel};
 use opni_metrics_proto::remote::v1::PushRequest;
+use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_tests::http::{push, send};
 use opni_metrics_tests::pki::{Leaf, Pki};
 use opni_metrics_tests::upstream::Behaviour;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::watch;
 
 fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Behaviour {
@@ -62,7 +62,12 @@ async fn rate_limits_keep_retry_after() {
     assert_eq!(r.status.as_u16(), 429);
     assert_eq!(r.headers.get("retry-after").unwrap(), "7");
 
-    let stack = Stack::start_with(answer(429, &[("Retry-After", "7")], ""), |g| g.remote_write.rate_limit_as_503 = true, |_| {}).await;
+    let stack = Stack::start_with(
+        answer(429, &[("Retry-After", "7")], ""),
+        |g| g.remote_write.rate_limit_as_503 = true,
+        |_| {},
+    )
+    .await;
     let r = push(&stack.push_url(), body(10)).await.unwrap();
     assert_eq!(r.status.as_u16(), 503, "gateway option answers 503 for senders that never retry 429");
     assert_eq!(r.headers.get("retry-after").unwrap(), "7");
@@ -70,7 +75,11 @@ async fn rate_limits_keep_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn written_headers_travel_back() {
-    let h = [("X-Prometheus-Remote-Write-Samples-Written", "10"), ("X-Prometheus-Remote-Write-Histograms-Written", "0"), ("Set-Cookie", "no")];
+    let h = [
+        ("X-Prometheus-Remote-Write-Samples-Written", "10"),
+        ("X-Prometheus-Remote-Write-Histograms-Written", "0"),
+        ("Set-Cookie", "no"),
+    ];
     let stack = Stack::start(answer(204, &h, "")).await;
     let r = push(&stack.push_url(), body(10)).await.unwrap();
     assert_eq!(r.status.as_u16(), 204);
@@ -89,7 +98,12 @@ async fn hanging_upstream_answers_504_within_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connection_upstream_is_503() {
     let port = opni_metrics_tests::prometheus::free_port();
-    let stack = Stack::start_with(Behaviour::status(204), |g| g.upstream.url = format!("http://127.0.0.1:{port}/api/v1/push"), |_| {}).await;
+    let stack = Stack::start_with(
+        Behaviour::status(204),
+        |g| g.upstream.url = format!("http://127.0.0.1:{port}/api/v1/push"),
+        |_| {},
+    )
+    .await;
     let r = push(&stack.push_url(), body(10)).await.unwrap();
     assert_eq!(r.status.as_u16(), 503, "{}", r.text());
 }
@@ -131,15 +145,34 @@ async fn bad_input_is_refused_at_the_agent_and_never_forwarded() {
     let truncated = vec![0x80, 0x80];
     // declares 1 MiB (within the limit) in 10 bytes: more than snappy can expand
     let small_bomb = vec![0x80, 0x80, 0x40, 0, 0, 0, 0, 0, 0, 0];
-    let cases: Vec<(&str, Method, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    type Case<'a> = (&'a str, Method, Vec<(&'a str, &'a str)>, Vec<u8>, u16);
+    let cases: Vec<Case<'_>> = vec![
         ("framed snappy", Method::POST, ok_headers.to_vec(), framed, 400),
         ("bomb header over the limit", Method::POST, ok_headers.to_vec(), bomb, 413),
         ("bomb header under the limit", Method::POST, ok_headers.to_vec(), small_bomb, 400),
         ("truncated preamble", Method::POST, ok_headers.to_vec(), truncated, 400),
         ("oversize body", Method::POST, ok_headers.to_vec(), vec![1u8; 64 * 1024 + 1], 413),
-        ("gzip", Method::POST, vec![("content-type", "application/x-protobuf"), ("content-encoding", "gzip")], body(1), 415),
-        ("json", Method::POST, vec![("content-type", "application/json"), ("content-encoding", "snappy")], body(1), 415),
-        ("unknown proto", Method::POST, vec![("content-type", "application/x-protobuf;proto=x.Y"), ("content-encoding", "snappy")], body(1), 415),
+        (
+            "gzip",
+            Method::POST,
+            vec![("content-type", "application/x-protobuf"), ("content-encoding", "gzip")],
+            body(1),
+            415,
+        ),
+        (
+            "json",
+            Method::POST,
+            vec![("content-type", "application/json"), ("content-encoding", "snappy")],
+            body(1),
+            415,
+        ),
+        (
+            "unknown proto",
+            Method::POST,
+            vec![("content-type", "application/x-protobuf;proto=x.Y"), ("content-encoding", "snappy")],
+            body(1),
+            415,
+        ),
         ("GET", Method::GET, vec![], vec![], 405),
     ];
     for (what, method, headers, b, want) in cases {
@@ -173,7 +206,12 @@ async fn raw_push(addr: std::net::SocketAddr, cfg: rustls::ClientConfig) -> Resu
     let (_tx, rx) = watch::channel(Arc::new(cfg));
     let channel = tls_channel(&addr.to_string(), "localhost", rx, &ChannelOptions::default()).unwrap();
     let mut client = RemoteWriteClient::new(channel);
-    let req = PushRequest { body: body(1).into(), content_type: String::new(), content_encoding: String::new(), remote_write_version: String::new() };
+    let req = PushRequest {
+        body: body(1).into(),
+        content_type: String::new(),
+        content_encoding: String::new(),
+        remote_write_version: String::new(),
+    };
     client.push(req).await.map(|r| r.into_inner().http_status)
 }
 
@@ -211,16 +249,25 @@ async fn gateway_refuses_bad_identities() {
     assert!(raw_push(addr, client_config(&untrusted)).await.is_err(), "untrusted CA");
 
     // an expired certificate
-    let expired = stack.certs.pki.issue("expired", &Leaf { uris: vec![format!("urn:opni-metrics:cluster:{CLUSTER}")], expired: true, ..Leaf::default() }, &ca);
+    let expired = stack.certs.pki.issue(
+        "expired",
+        &Leaf { uris: vec![format!("urn:opni-metrics:cluster:{CLUSTER}")], expired: true, ..Leaf::default() },
+        &ca,
+    );
     assert!(raw_push(addr, client_config(&common::files(&expired))).await.is_err(), "expired certificate");
 
     // a valid certificate that names no cluster
-    let no_san = stack.certs.pki.issue("nosan", &Leaf { uris: vec!["spiffe://elsewhere/x".into()], ..Leaf::default() }, &ca);
+    let no_san =
+        stack.certs.pki.issue("nosan", &Leaf { uris: vec!["spiffe://elsewhere/x".into()], ..Leaf::default() }, &ca);
     let e = raw_push(addr, client_config(&common::files(&no_san))).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
 
     // a certificate naming an invalid tenant
-    let bad_id = stack.certs.pki.issue("badid", &Leaf { uris: vec!["urn:opni-metrics:cluster:a|b".into()], ..Leaf::default() }, &ca);
+    let bad_id = stack.certs.pki.issue(
+        "badid",
+        &Leaf { uris: vec!["urn:opni-metrics:cluster:a|b".into()], ..Leaf::default() },
+        &ca,
+    );
     let e = raw_push(addr, client_config(&common::files(&bad_id))).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
 
@@ -240,6 +287,9 @@ async fn ops_endpoints_and_metrics() {
     let m = opni_metrics_tests::http::get(&format!("{agent}/metrics")).await.unwrap().text();
     assert!(m.contains("opni_agent_remote_write_requests_total{code=\"2xx\"} 1"), "{m}");
     let m = opni_metrics_tests::http::get(&format!("{gw}/metrics")).await.unwrap().text();
-    assert!(m.contains(&format!("opni_gateway_remote_write_requests_total{{cluster=\"{CLUSTER}\",code=\"2xx\"}} 1")), "{m}");
+    assert!(
+        m.contains(&format!("opni_gateway_remote_write_requests_total{{cluster=\"{CLUSTER}\",code=\"2xx\"}} 1")),
+        "{m}"
+    );
     assert!(m.contains("opni_gateway_upstream_request_duration_seconds_count 1"), "{m}");
 }

@@ -26,4 +26,5 @@ pub mod pki;
 pub mod prometheus;
 pub mod rw;
 pub mod sim;
+pub mod target;
 pub mod upstream;

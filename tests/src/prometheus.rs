@@ -189,3 +189,22 @@ pub fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+impl Prometheus {
+    /// Every raw sample value of `selector` in the last hour (a range-vector query).
+    ///
+    /// # Errors
+    /// Transport or query errors.
+    pub async fn raw_values(&self, selector: &str) -> Result<Vec<f64>, String> {
+        let series = self.query(&format!("{selector}[1h]")).await?;
+        let mut out = Vec::new();
+        for s in series {
+            for v in s["values"].as_array().cloned().unwrap_or_default() {
+                if let Some(x) = v.get(1).and_then(|x| x.as_str()).and_then(|x| x.parse::<f64>().ok()) {
+                    out.push(x);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

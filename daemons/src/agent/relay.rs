@@ -60,7 +60,7 @@ pub struct Relay {
     metrics: Arc<AgentMetrics>,
 }
 
-fn header<'a>(req: &'a Request<Incoming>, name: http::header::HeaderName) -> Result<Option<&'a str>, ()> {
+fn header(req: &Request<Incoming>, name: http::header::HeaderName) -> Result<Option<&str>, ()> {
     match req.headers().get(name) {
         None => Ok(None),
         Some(v) => v.to_str().map(Some).map_err(|_| ()),
@@ -246,6 +246,14 @@ impl Relay {
         use tonic::Code;
         let outcome = match s.code() {
             Code::DeadlineExceeded | Code::Cancelled => Outcome::Timeout,
+            Code::OutOfRange => {
+                // the gateway's message limit is below this agent's body limit
+                return self.refuse(
+                    "gateway_refused",
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("gateway refused the request size: {}\n", s.message()),
+                );
+            }
             Code::InvalidArgument => {
                 return self.refuse(
                     "gateway_refused",

@@ -14,7 +14,7 @@ use crate::forward::UpstreamSettings;
 use crate::tls::TlsFiles;
 
 /// The gateway's config file (YAML, camelCase keys). Every field has a default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// The agent-facing gRPC listener.
@@ -140,18 +140,6 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Text, level: "info".into() }
-    }
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        Self {
-            grpc: GrpcConfig::default(),
-            http: HttpConfig::default(),
-            upstream: UpstreamConfig::default(),
-            remote_write: RemoteWriteConfig::default(),
-            log: LogConfig::default(),
-        }
     }
 }
 

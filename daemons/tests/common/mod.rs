@@ -67,7 +67,11 @@ impl Stack {
         Self::start_with(behaviour, |_| {}, |_| {}).await
     }
 
-    pub async fn start_with(behaviour: Behaviour, gw: impl FnOnce(&mut GatewayConfig), ag: impl FnOnce(&mut AgentConfig)) -> Self {
+    pub async fn start_with(
+        behaviour: Behaviour,
+        gw: impl FnOnce(&mut GatewayConfig),
+        ag: impl FnOnce(&mut AgentConfig),
+    ) -> Self {
         let certs = certs();
         let upstream = Upstream::start(behaviour).await;
         let mut gc = gateway_config(&certs, &upstream.url());
@@ -89,3 +93,73 @@ pub fn body(series: usize) -> Vec<u8> {
 }
 
 pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A daemon binary running as a child process (killed on drop).
+pub struct Daemon {
+    pub child: tokio::process::Child,
+    pub ready_url: String,
+}
+
+impl Daemon {
+    async fn spawn(bin: &str, args: Vec<String>, ready_url: String) -> Self {
+        let child = tokio::process::Command::new(bin)
+            .args(&args)
+            .env("OPNI_GATEWAY_LOG_LEVEL", "warn")
+            .env("OPNI_AGENT_LOG_LEVEL", "warn")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let d = Self { child, ready_url };
+        let url = d.ready_url.clone();
+        opni_metrics_tests::http::eventually(WAIT, "daemon ready", || async {
+            match opni_metrics_tests::http::get(&url).await {
+                Ok(r) if r.status.is_success() => Ok(()),
+                Ok(r) => Err(r.status.to_string()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .unwrap();
+        d
+    }
+
+    /// The gateway binary on fixed ports.
+    pub async fn gateway(certs: &Certs, grpc_port: u16, http_port: u16, upstream_url: &str) -> Self {
+        let args = vec![
+            format!("--grpc-listen=127.0.0.1:{grpc_port}"),
+            format!("--http-listen=127.0.0.1:{http_port}"),
+            format!("--tls-cert={}", certs.gateway.cert.display()),
+            format!("--tls-key={}", certs.gateway.key.display()),
+            format!("--tls-ca={}", certs.gateway.ca.display()),
+            format!("--upstream-url={upstream_url}"),
+        ];
+        Self::spawn(env!("CARGO_BIN_EXE_opni-metrics-gateway"), args, format!("http://127.0.0.1:{http_port}/readyz"))
+            .await
+    }
+
+    /// The agent binary on a fixed port.
+    pub async fn agent(certs: &Certs, port: u16, gateway: &str) -> Self {
+        let args = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--gateway={gateway}"),
+            "--gateway-server-name=localhost".into(),
+            format!("--tls-cert={}", certs.agent.cert.display()),
+            format!("--tls-key={}", certs.agent.key.display()),
+            format!("--tls-ca={}", certs.agent.ca.display()),
+        ];
+        Self::spawn(env!("CARGO_BIN_EXE_opni-metrics-agent"), args, format!("http://127.0.0.1:{port}/readyz")).await
+    }
+
+    /// SIGKILL: no draining, connections cut.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        self.child.wait().await.unwrap()
+    }
+}
