@@ -135,9 +135,19 @@ impl TlsFiles {
     /// # Errors
     /// [`TlsError`] naming the file at fault.
     pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots(&self.ca)?, provider())
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        self.server_config_with(false)
+    }
+
+    /// Like [`TlsFiles::server_config`], but a client certificate is optional when
+    /// `optional_client_auth`: connections without one carry no identity, and every RPC that
+    /// needs an identity refuses them (`Join` is the one that does not).
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file at fault.
+    pub fn server_config_with(&self, optional_client_auth: bool) -> Result<ServerConfig, TlsError> {
+        let builder = WebPkiClientVerifier::builder_with_provider(roots(&self.ca)?, provider());
+        let builder = if optional_client_auth { builder.allow_unauthenticated() } else { builder };
+        let verifier = builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
         let mut cfg = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)

@@ -37,6 +37,12 @@ struct Args {
     /// CA bundle that signs agent certificates, PEM (grpc.tls.ca).
     #[arg(long, env = "OPNI_GATEWAY_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
+    /// Data directory: embedded store, CA, admin token (dataDir).
+    #[arg(long, env = "OPNI_GATEWAY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Management gRPC listen address, loopback only (management.listen).
+    #[arg(long, env = "OPNI_GATEWAY_MANAGEMENT_LISTEN")]
+    management_listen: Option<String>,
     /// Upstream push URL, e.g. http://cortex:8080/api/v1/push (upstream.url).
     #[arg(long, env = "OPNI_GATEWAY_UPSTREAM_URL")]
     upstream_url: Option<String>,
@@ -64,6 +70,12 @@ fn config(args: &Args) -> Result<GatewayConfig, opni_metrics_daemons::daemon::Co
     }
     if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
         c.grpc.tls = Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() });
+    }
+    if let Some(v) = &args.data_dir {
+        c.data_dir.clone_from(v);
+    }
+    if let Some(v) = &args.management_listen {
+        c.management.listen.clone_from(v);
     }
     if let Some(v) = &args.upstream_url {
         c.upstream.url.clone_from(v);
@@ -102,7 +114,9 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(cfg.log.format, &cfg.log.level);
-    let running = match gateway::start(settings).await {
+    let store: std::sync::Arc<dyn opni_metrics_core::store::Store> =
+        std::sync::Arc::new(opni_metrics_core::store::MemoryStore::default());
+    let running = match gateway::start(settings, store).await {
         Ok(r) => r,
         Err(e) => {
             let msg = error_chain(&e);

@@ -14,7 +14,7 @@ use crate::forward::UpstreamSettings;
 use crate::tls::TlsFiles;
 
 /// The gateway's config file (YAML, camelCase keys). Every field has a default.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct GatewayConfig {
     /// The agent-facing gRPC listener.
@@ -27,6 +27,83 @@ pub struct GatewayConfig {
     pub remote_write: RemoteWriteConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Where the gateway keeps its state (embedded store, CA, admin token).
+    pub data_dir: PathBuf,
+    /// The management gRPC listener (Capability, NodeConfiguration, Clusters, Bootstrap).
+    pub management: ManagementConfig,
+    /// Sync timing.
+    pub sync: SyncConfig,
+    /// Agent certificates issued at `Join`.
+    pub bootstrap: BootstrapConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            grpc: GrpcConfig::default(),
+            http: HttpConfig::default(),
+            upstream: UpstreamConfig::default(),
+            remote_write: RemoteWriteConfig::default(),
+            log: LogConfig::default(),
+            data_dir: PathBuf::from("data/gateway"),
+            management: ManagementConfig::default(),
+            sync: SyncConfig::default(),
+            bootstrap: BootstrapConfig::default(),
+        }
+    }
+}
+
+/// The management listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Address to listen on; must be a loopback address (management is authenticated with a
+    /// bearer token, which only loopback keeps private).
+    pub listen: String,
+    /// File holding the admin bearer token; created with a random token if missing
+    /// (default `<dataDir>/admin.token`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9091".into(), token_file: None }
+    }
+}
+
+/// Sync timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Every connected agent gets `SyncNow` this often (± 20 %).
+    pub resync_interval: PromDuration,
+    /// Heartbeats on the notification streams.
+    pub heartbeat_interval: PromDuration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { resync_interval: PromDuration::from_secs(300), heartbeat_interval: PromDuration::from_secs(30) }
+    }
+}
+
+/// Bootstrap settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Validity of agent certificates.
+    pub cert_validity: PromDuration,
+    /// Names (DNS or IP) on the gateway's certificate when the embedded CA issues it.
+    pub server_names: Vec<String>,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self {
+            cert_validity: PromDuration::from_secs(365 * 24 * 3600),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
 }
 
 /// The agent-facing gRPC listener.
@@ -35,8 +112,8 @@ pub struct GatewayConfig {
 pub struct GrpcConfig {
     /// Address to listen on.
     pub listen: String,
-    /// Server certificate, key, and the CA that signs agent certificates (required: agents are
-    /// identified by their client certificates).
+    /// Server certificate, key, and the CA that signs agent certificates; when absent the
+    /// embedded CA (in `<dataDir>/pki`) issues them.
     pub tls: Option<TlsFiles>,
     /// Connections older than this are closed gracefully, so certificate rotation and
     /// revocation take effect.
@@ -91,6 +168,8 @@ pub struct UpstreamConfig {
     pub key: Option<PathBuf>,
     /// Largest upstream response body relayed.
     pub max_response_body_bytes: usize,
+    /// How the upstream deletes a tenant's data (`cortex` or `unsupported`).
+    pub tenant_deletion: crate::gateway::cluster_driver::TenantDeletion,
 }
 
 impl Default for UpstreamConfig {
@@ -104,6 +183,7 @@ impl Default for UpstreamConfig {
             cert: None,
             key: None,
             max_response_body_bytes: 64 * 1024,
+            tenant_deletion: crate::gateway::cluster_driver::TenantDeletion::Cortex,
         }
     }
 }
@@ -148,8 +228,22 @@ impl Default for LogConfig {
 pub struct GatewaySettings {
     /// gRPC listen address.
     pub grpc_listen: SocketAddr,
-    /// gRPC TLS files.
-    pub grpc_tls: TlsFiles,
+    /// gRPC TLS files (`None`: the embedded CA issues them).
+    pub grpc_tls: Option<TlsFiles>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Management listen address (loopback).
+    pub management_listen: SocketAddr,
+    /// Admin token file.
+    pub admin_token_file: PathBuf,
+    /// Sync timing.
+    pub sync: crate::gateway::sync::SyncTiming,
+    /// Agent certificate validity.
+    pub cert_validity: Duration,
+    /// Names on the embedded CA's server certificate.
+    pub server_names: Vec<String>,
+    /// Tenant deletion mode.
+    pub tenant_deletion: crate::gateway::cluster_driver::TenantDeletion,
     /// Maximum connection age.
     pub max_connection_age: Duration,
     /// TLS handshake timeout.
@@ -186,9 +280,26 @@ impl GatewayConfig {
     pub fn validate(&self) -> Result<GatewaySettings, ConfigError> {
         let grpc_listen = socket("grpc.listen", &self.grpc.listen)?;
         let http_listen = socket("http.listen", &self.http.listen)?;
-        let grpc_tls = self.grpc.tls.clone().ok_or_else(|| {
-            ConfigError::invalid("grpc.tls", "required: agents are identified by their client certificates")
-        })?;
+        let grpc_tls = self.grpc.tls.clone();
+        let management_listen = socket("management.listen", &self.management.listen)?;
+        if !management_listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "management.listen",
+                "must be a loopback address: management is protected by a bearer token",
+            ));
+        }
+        let positive = |field: &str, d: PromDuration| {
+            if d.as_millis() == 0 { Err(ConfigError::invalid(field, "must be above 0s")) } else { Ok(d.as_duration()) }
+        };
+        let sync = crate::gateway::sync::SyncTiming {
+            resync_interval: positive("sync.resyncInterval", self.sync.resync_interval)?,
+            jitter: 0.2,
+            heartbeat_interval: positive("sync.heartbeatInterval", self.sync.heartbeat_interval)?,
+        };
+        let cert_validity = positive("bootstrap.certValidity", self.bootstrap.cert_validity)?;
+        if self.bootstrap.server_names.is_empty() {
+            return Err(ConfigError::invalid("bootstrap.serverNames", "must name at least one DNS name or IP address"));
+        }
         let url: http::Uri = self
             .upstream
             .url
@@ -218,6 +329,13 @@ impl GatewayConfig {
         Ok(GatewaySettings {
             grpc_listen,
             grpc_tls,
+            data_dir: self.data_dir.clone(),
+            management_listen,
+            admin_token_file: self.management.token_file.clone().unwrap_or_else(|| self.data_dir.join("admin.token")),
+            sync,
+            cert_validity,
+            server_names: self.bootstrap.server_names.clone(),
+            tenant_deletion: self.upstream.tenant_deletion,
             max_connection_age: self.grpc.max_connection_age.as_duration().max(Duration::from_secs(1)),
             handshake_timeout: self.grpc.handshake_timeout.as_duration().max(Duration::from_millis(100)),
             http_listen,

@@ -2,7 +2,10 @@
 //! agent wired to a scriptable upstream.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use opni_metrics_core::store::MemoryStore;
 
 use opni_metrics_core::duration::PromDuration;
 use opni_metrics_daemons::agent::{self, AgentConfig, RunningAgent};
@@ -38,6 +41,8 @@ pub fn gateway_config(certs: &Certs, upstream_url: &str) -> GatewayConfig {
     c.grpc.listen = "127.0.0.1:0".into();
     c.http.listen = "127.0.0.1:0".into();
     c.grpc.tls = Some(files(&certs.gateway));
+    c.management.listen = "127.0.0.1:0".into();
+    c.data_dir = certs.dir.path().join("gateway");
     c.upstream.url = upstream_url.into();
     c.upstream.timeout = PromDuration::from_secs(2);
     c
@@ -76,7 +81,7 @@ impl Stack {
         let upstream = Upstream::start(behaviour).await;
         let mut gc = gateway_config(&certs, &upstream.url());
         gw(&mut gc);
-        let gateway = gateway::start(gc.validate().unwrap()).await.unwrap();
+        let gateway = gateway::start(gc.validate().unwrap(), Arc::new(MemoryStore::default())).await.unwrap();
         let mut ac = agent_config(&certs.agent, &gateway.grpc_addr.to_string());
         ag(&mut ac);
         let agent = agent::start(ac.validate().unwrap()).await.unwrap();
@@ -133,6 +138,8 @@ impl Daemon {
             format!("--tls-key={}", certs.gateway.key.display()),
             format!("--tls-ca={}", certs.gateway.ca.display()),
             format!("--upstream-url={upstream_url}"),
+            format!("--data-dir={}", certs.dir.path().join(format!("gateway-{grpc_port}")).display()),
+            "--management-listen=127.0.0.1:0".into(),
         ];
         Self::spawn(env!("CARGO_BIN_EXE_opni-metrics-gateway"), args, format!("http://127.0.0.1:{http_port}/readyz"))
             .await

@@ -120,3 +120,29 @@ fn normalized_sorts_unordered_lists_only() {
     assert_eq!(n.prometheus.scrape_jobs[1].targets, vec!["h:1", "h:2"]);
     assert_eq!(n.normalized(), n, "normalisation is idempotent");
 }
+
+#[test]
+fn selectors_match() {
+    let labels: BTreeMap<String, String> =
+        [("env".to_owned(), "prod".to_owned()), ("team".to_owned(), "a".to_owned())].into();
+    let mut sel = LabelSelector::default();
+    assert!(sel.matches(&labels));
+    sel.match_labels.insert("env".into(), "prod".into());
+    assert!(sel.matches(&labels));
+    sel.match_expressions.push(LabelSelectorRequirement {
+        key: "team".into(),
+        operator: SelectorOperator::In,
+        values: vec!["b".into()],
+    });
+    assert!(!sel.matches(&labels));
+    sel.match_expressions[0].operator = SelectorOperator::NotIn;
+    assert!(sel.matches(&labels));
+    sel.match_expressions.push(LabelSelectorRequirement {
+        key: "x".into(),
+        operator: SelectorOperator::Exists,
+        values: vec![],
+    });
+    assert!(!sel.matches(&labels));
+    sel.match_expressions[1].operator = SelectorOperator::DoesNotExist;
+    assert!(sel.matches(&labels));
+}
