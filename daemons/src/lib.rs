@@ -11,12 +11,14 @@
 //! ```
 
 pub mod agent;
+pub mod cli;
 pub mod daemon;
 pub mod forward;
 pub mod gateway;
 pub mod grpc;
 pub mod http_server;
 pub mod metrics;
+pub mod store;
 pub mod tls;
 
 /// Exit code of a daemon refusing its configuration (`EX_USAGE`), before binding any port.

@@ -1,6 +1,7 @@
 //! The agent's configuration: inert YAML data, validated into [`AgentSettings`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use opni_metrics_core::duration::PromDuration;
@@ -14,9 +15,15 @@ use crate::grpc::ChannelOptions;
 use crate::tls::TlsFiles;
 
 /// The agent's config file (YAML, camelCase keys). Every field has a default.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct AgentConfig {
+    /// Where the agent keeps its identity (key, certificate) and Prometheus's files.
+    pub data_dir: PathBuf,
+    /// How to join the gateway the first time (ignored once an identity exists).
+    pub bootstrap: BootstrapConfig,
+    /// How the local Prometheus is run.
+    pub driver: DriverConfig,
     /// Where Prometheus sends remote write (`/api/agent/push`), and `/metrics`, `/healthz`,
     /// `/readyz`.
     pub http: AgentHttpConfig,
@@ -26,6 +33,65 @@ pub struct AgentConfig {
     pub remote_write: AgentRemoteWriteConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data/agent"),
+            bootstrap: BootstrapConfig::default(),
+            driver: DriverConfig::default(),
+            http: AgentHttpConfig::default(),
+            gateway: GatewayConnConfig::default(),
+            remote_write: AgentRemoteWriteConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// First-join settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Bootstrap token (`<id>.<secret>`) from `opni-metrics tokens create`.
+    pub token: Option<String>,
+    /// Cluster id to register as (the gateway picks one when absent).
+    pub cluster_id: Option<String>,
+    /// CA that signs the gateway's certificate (the gateway's `pki/ca.pem`).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Which node driver runs Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DriverKind {
+    /// A child `prometheus` process in agent mode.
+    #[default]
+    Process,
+    /// No driver: the agent only relays (Prometheus is managed elsewhere).
+    None,
+}
+
+/// Node driver settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DriverConfig {
+    /// Which driver.
+    pub kind: DriverKind,
+    /// The `prometheus` binary.
+    pub prometheus_binary: PathBuf,
+    /// Longest wait for Prometheus to become ready after a (re)start.
+    pub ready_timeout: PromDuration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            kind: DriverKind::Process,
+            prometheus_binary: PathBuf::from("prometheus"),
+            ready_timeout: PromDuration::from_secs(30),
+        }
+    }
 }
 
 /// The agent's HTTP listener.
@@ -52,7 +118,8 @@ pub struct GatewayConnConfig {
     pub address: String,
     /// The name the gateway's certificate must carry (defaults to the address's host).
     pub server_name: Option<String>,
-    /// This agent's certificate and key, and the CA that signs the gateway's certificate.
+    /// This agent's certificate and key, and the CA that signs the gateway's certificate; when
+    /// absent, the identity obtained at `Join` (in `<dataDir>/identity`) is used.
     pub tls: Option<TlsFiles>,
     /// Dial timeout.
     pub connect_timeout: PromDuration,
@@ -119,8 +186,14 @@ pub struct AgentSettings {
     pub gateway_address: String,
     /// Expected gateway certificate name.
     pub gateway_server_name: String,
-    /// TLS files.
-    pub tls: TlsFiles,
+    /// TLS files (`None`: the joined identity).
+    pub tls: Option<TlsFiles>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// First-join settings.
+    pub bootstrap: BootstrapConfig,
+    /// Node driver.
+    pub driver: DriverConfig,
     /// Channel options.
     pub channel: ChannelOptions,
     /// Relay settings.
@@ -146,9 +219,19 @@ impl AgentConfig {
             ));
         }
         let server_name = self.gateway.server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
-        let tls = self.gateway.tls.clone().ok_or_else(|| {
-            ConfigError::invalid("gateway.tls", "required: the agent authenticates with its client certificate")
-        })?;
+        let tls = self.gateway.tls.clone();
+        if let Some(t) = &self.bootstrap.token
+            && !t.contains('.')
+        {
+            return Err(ConfigError::invalid(
+                "bootstrap.token",
+                "expected <id>.<secret> as printed by `opni-metrics tokens create`",
+            ));
+        }
+        if let Some(id) = &self.bootstrap.cluster_id {
+            opni_metrics_core::ClusterId::new(id.as_str())
+                .map_err(|e| ConfigError::invalid("bootstrap.clusterId", e.to_string()))?;
+        }
         let rw = &self.remote_write;
         let request_timeout = rw.request_timeout.as_duration();
         if request_timeout.is_zero() || request_timeout >= Duration::from_secs(30) {
@@ -181,6 +264,9 @@ impl AgentConfig {
             gateway_address: self.gateway.address.clone(),
             gateway_server_name: server_name,
             tls,
+            data_dir: self.data_dir.clone(),
+            bootstrap: self.bootstrap.clone(),
+            driver: self.driver.clone(),
             channel: ChannelOptions {
                 connect_timeout: nonzero("gateway.connectTimeout", self.gateway.connect_timeout)?,
                 keepalive_interval: nonzero("gateway.keepaliveInterval", self.gateway.keepalive_interval)?,

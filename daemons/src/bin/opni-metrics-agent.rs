@@ -41,6 +41,24 @@ struct Args {
     /// CA bundle that signs the gateway's certificate, PEM (gateway.tls.ca).
     #[arg(long, env = "OPNI_AGENT_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
     tls_ca: Option<PathBuf>,
+    /// Data directory: identity and Prometheus files (dataDir).
+    #[arg(long, env = "OPNI_AGENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Bootstrap token for the first join (bootstrap.token).
+    #[arg(long, env = "OPNI_AGENT_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    bootstrap_token: Option<String>,
+    /// Cluster id to join as (bootstrap.clusterId).
+    #[arg(long, env = "OPNI_AGENT_CLUSTER_ID")]
+    cluster_id: Option<String>,
+    /// CA file that signs the gateway's certificate, for the first join (bootstrap.caFile).
+    #[arg(long, env = "OPNI_AGENT_GATEWAY_CA")]
+    gateway_ca: Option<PathBuf>,
+    /// Node driver: process (run prometheus) or none (relay only) (driver.kind).
+    #[arg(long, env = "OPNI_AGENT_DRIVER", value_parser = ["process", "none"])]
+    driver: Option<String>,
+    /// The prometheus binary for the process driver (driver.prometheusBinary).
+    #[arg(long, env = "OPNI_AGENT_PROMETHEUS")]
+    prometheus_binary: Option<PathBuf>,
     /// Decompress and check every body's structure (remoteWrite.validate).
     #[arg(long, env = "OPNI_AGENT_VALIDATE")]
     validate: bool,
@@ -68,6 +86,26 @@ fn config(args: &Args) -> Result<AgentConfig, opni_metrics_daemons::daemon::Conf
     }
     if let (Some(cert), Some(key), Some(ca)) = (&args.tls_cert, &args.tls_key, &args.tls_ca) {
         c.gateway.tls = Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() });
+    }
+    if let Some(v) = &args.data_dir {
+        c.data_dir.clone_from(v);
+    }
+    if let Some(v) = &args.bootstrap_token {
+        c.bootstrap.token = Some(v.clone());
+    }
+    if let Some(v) = &args.cluster_id {
+        c.bootstrap.cluster_id = Some(v.clone());
+    }
+    if let Some(v) = &args.gateway_ca {
+        c.bootstrap.ca_file = Some(v.clone());
+    }
+    match args.driver.as_deref() {
+        Some("none") => c.driver.kind = agent::config::DriverKind::None,
+        Some(_) => c.driver.kind = agent::config::DriverKind::Process,
+        None => {}
+    }
+    if let Some(v) = &args.prometheus_binary {
+        c.driver.prometheus_binary.clone_from(v);
     }
     if args.validate {
         c.remote_write.validate = true;

@@ -286,11 +286,20 @@ fn admin_check(token: String) -> impl Fn(tonic::Request<()>) -> Result<tonic::Re
 
 impl RunningGateway {
     /// Stops accepting, drains in-flight requests, and returns when everything has stopped.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.ops.set_ready(false);
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        self.hub.close_all().await;
+        let drain = async {
+            for t in &mut self.tasks.iter_mut() {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(30), drain).await.is_err() {
+            tracing::warn!("connections did not drain within 30s; closing them");
+            for t in &self.tasks {
+                t.abort();
+            }
         }
     }
 }

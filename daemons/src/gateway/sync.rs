@@ -46,6 +46,7 @@ enum Cmd {
     Notify(Option<ClusterId>),
     Connected { id: ClusterId, reply: oneshot::Sender<bool> },
     Count { reply: oneshot::Sender<usize> },
+    CloseAll,
 }
 
 /// A handle to the hub task; cheap to clone.
@@ -92,6 +93,8 @@ impl Hub {
                         }
                         Some(Cmd::Connected { id, reply }) => { let _ = reply.send(agents.get(&id).is_some_and(|(_, tx)| !tx.is_closed())); }
                         Some(Cmd::Count { reply }) => { let _ = reply.send(agents.len()); }
+                        // dropping the senders ends every notification stream
+                        Some(Cmd::CloseAll) => agents.clear(),
                     },
                     () = tokio::time::sleep_until(next_resync) => {
                         broadcast(&mut agents, sync_now);
@@ -116,6 +119,11 @@ impl Hub {
             return false;
         }
         rx.await.unwrap_or(false)
+    }
+
+    /// Ends every notification stream (at shutdown, so connections can drain).
+    pub async fn close_all(&self) {
+        let _ = self.tx.send(Cmd::CloseAll).await;
     }
 
     /// How many agents are connected.

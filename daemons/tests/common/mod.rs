@@ -56,6 +56,7 @@ pub fn agent_config(agent_cert: &CertFiles, gateway_addr: &str) -> AgentConfig {
     c.gateway.tls = Some(files(agent_cert));
     c.gateway.connect_timeout = PromDuration::from_millis(500);
     c.remote_write.request_timeout = PromDuration::from_secs(5);
+    c.driver.kind = opni_metrics_daemons::agent::config::DriverKind::None;
     c
 }
 
@@ -154,6 +155,7 @@ impl Daemon {
             format!("--tls-cert={}", certs.agent.cert.display()),
             format!("--tls-key={}", certs.agent.key.display()),
             format!("--tls-ca={}", certs.agent.ca.display()),
+            "--driver=none".into(),
         ];
         Self::spawn(env!("CARGO_BIN_EXE_opni-metrics-agent"), args, format!("http://127.0.0.1:{port}/readyz")).await
     }
