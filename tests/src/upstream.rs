@@ -58,6 +58,10 @@ pub struct Recorded {
 struct State {
     behaviour: Behaviour,
     requests: Vec<Recorded>,
+    /// Tenants whose deletion was requested through Cortex's purger API.
+    purged: Vec<String>,
+    /// Status polls answered "not yet" before "deleted".
+    purge_polls_pending: u32,
 }
 
 /// A running scriptable upstream; stops on drop.
@@ -77,7 +81,8 @@ impl Upstream {
     pub async fn start(behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("local addr");
-        let state = Arc::new(Mutex::new(State { behaviour, requests: Vec::new() }));
+        let state =
+            Arc::new(Mutex::new(State { behaviour, requests: Vec::new(), purged: Vec::new(), purge_polls_pending: 1 }));
         let (stop, mut stopped) = watch::channel(());
         let st = Arc::clone(&state);
         tokio::spawn(async move {
@@ -111,6 +116,11 @@ impl Upstream {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).requests.clone()
     }
 
+    /// Tenants whose data deletion was requested (`POST /purger/delete_tenant`).
+    pub fn purged(&self) -> Vec<String> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).purged.clone()
+    }
+
     /// Samples received in requests answered 2xx.
     pub fn samples_accepted(&self) -> usize {
         self.requests().iter().filter(|r| (200..300).contains(&r.status)).map(|r| r.samples).sum()
@@ -118,6 +128,9 @@ impl Upstream {
 }
 
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path().starts_with("/purger/") {
+        return Ok(purger(&state, &req));
+    }
     let headers = req.headers().clone();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let tenants = headers
@@ -175,4 +188,29 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
 
 async fn futures_pending() {
     std::future::pending::<()>().await;
+}
+
+/// Cortex's tenant deletion API: `POST /purger/delete_tenant`, then
+/// `GET /purger/delete_tenant_status` answers `blocks_deleted: false` once, then `true`.
+fn purger(state: &Arc<Mutex<State>>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let tenant = req.headers().get("x-scope-orgid").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
+    let body = match (req.method().as_str(), req.uri().path()) {
+        ("POST", "/purger/delete_tenant") if !tenant.is_empty() => {
+            st.purged.push(tenant);
+            st.purge_polls_pending = 1;
+            String::new()
+        }
+        ("GET", "/purger/delete_tenant_status") if st.purged.contains(&tenant) => {
+            let done = st.purge_polls_pending == 0;
+            st.purge_polls_pending = st.purge_polls_pending.saturating_sub(1);
+            format!("{{\"blocks_deleted\":{done}}}")
+        }
+        _ => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"bad purger request")));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return r;
+        }
+    };
+    Response::new(Full::new(Bytes::from(body)))
 }

@@ -31,6 +31,7 @@ pub struct ProcessSettings {
     pub ready_timeout: Duration,
 }
 
+#[allow(clippy::large_enum_variant)] // one short-lived message per apply
 enum Cmd {
     Apply(NodeConfig, oneshot::Sender<Result<NodeStatus, DriverError>>),
     Remove(oneshot::Sender<Result<(), DriverError>>),
@@ -108,10 +109,12 @@ fn find_binary(bin: &Path) -> Option<PathBuf> {
 }
 
 impl ProcessDriver {
-    /// Starts the driver task.
+    /// Starts the driver task. A Prometheus left running by an agent that died without
+    /// stopping it (its pid file names it) is stopped first: two writers on one WAL corrupt it.
     pub fn start(settings: ProcessSettings) -> Self {
         let (tx, mut rx) = mpsc::channel::<Cmd>(8);
         tokio::spawn(async move {
+            stop_leftover(&settings.dir).await;
             let mut running: Option<Running> = None;
             while let Some(cmd) = rx.recv().await {
                 match cmd {
@@ -192,6 +195,30 @@ fn log_tail(dir: &Path) -> String {
     lines[lines.len().saturating_sub(3)..].join(" | ")
 }
 
+/// Stops a Prometheus recorded in `dir/prometheus.pid` if it still runs with our config.
+async fn stop_leftover(dir: &Path) {
+    let pid_file = dir.join("prometheus.pid");
+    let Ok(pid) = std::fs::read_to_string(&pid_file) else { return };
+    let pid = pid.trim();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let ours = dir.join("prometheus.yml").display().to_string();
+    if !cmdline.is_empty() && String::from_utf8_lossy(&cmdline).contains(&ours) {
+        tracing::warn!(pid, "stopping a prometheus left running by a previous agent");
+        let _ = Command::new("kill").arg("-TERM").arg(pid).status().await;
+        for _ in 0..150 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let still = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&still).contains(&ours) {
+            let _ = Command::new("kill").arg("-KILL").arg(pid).status().await;
+        }
+    }
+    let _ = std::fs::remove_file(pid_file);
+}
+
 async fn stop(running: &mut Option<Running>) {
     if let Some(mut r) = running.take() {
         if let Some(pid) = r.child.id() {
@@ -255,6 +282,9 @@ async fn apply(
         .spawn()
         .map_err(io("start prometheus"))?;
     tracing::info!(pid = ?child.id(), port, "prometheus started");
+    if let Some(pid) = child.id() {
+        let _ = std::fs::write(settings.dir.join("prometheus.pid"), pid.to_string());
+    }
     *running = Some(Running { child, digest, port });
     wait_ready(settings, running, port).await;
     Ok(health(settings, running))

@@ -25,6 +25,7 @@ pub struct SyncState {
     pub status: NodeStatus,
 }
 
+#[allow(clippy::large_enum_variant)] // one short-lived message per reply
 enum Event {
     Replied(u64, Result<SyncReply, String>),
     Applied(Result<NodeStatus, String>),

@@ -114,8 +114,13 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(cfg.log.format, &cfg.log.level);
-    let store: std::sync::Arc<dyn opni_metrics_core::store::Store> =
-        std::sync::Arc::new(opni_metrics_core::store::MemoryStore::default());
+    let store = match settings.store.build() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("opni-metrics-gateway: cannot open the store: {}", error_chain(&e));
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
     let running = match gateway::start(settings, store).await {
         Ok(r) => r,
         Err(e) => {

@@ -35,6 +35,9 @@ pub struct GatewayConfig {
     pub sync: SyncConfig,
     /// Agent certificates issued at `Join`.
     pub bootstrap: BootstrapConfig,
+    /// Where state lives: `embedded: {path}` (default `<dataDir>/store.redb`) or
+    /// `etcd: {endpoints, prefix, tls}` for several gateway replicas.
+    pub store: Option<crate::store::StoreConfig>,
 }
 
 impl Default for GatewayConfig {
@@ -49,6 +52,7 @@ impl Default for GatewayConfig {
             management: ManagementConfig::default(),
             sync: SyncConfig::default(),
             bootstrap: BootstrapConfig::default(),
+            store: None,
         }
     }
 }
@@ -244,6 +248,8 @@ pub struct GatewaySettings {
     pub server_names: Vec<String>,
     /// Tenant deletion mode.
     pub tenant_deletion: crate::gateway::cluster_driver::TenantDeletion,
+    /// The store.
+    pub store: crate::store::StoreConfig,
     /// Maximum connection age.
     pub max_connection_age: Duration,
     /// TLS handshake timeout.
@@ -336,6 +342,15 @@ impl GatewayConfig {
             cert_validity,
             server_names: self.bootstrap.server_names.clone(),
             tenant_deletion: self.upstream.tenant_deletion,
+            store: {
+                let store = self.store.clone().unwrap_or_else(|| {
+                    crate::store::StoreConfig::Embedded(crate::store::embedded::EmbeddedConfig {
+                        path: self.data_dir.join("store.redb"),
+                    })
+                });
+                store.validate().map_err(|e| ConfigError::invalid("store", crate::daemon::error_chain(&e)))?;
+                store
+            },
             max_connection_age: self.grpc.max_connection_age.as_duration().max(Duration::from_secs(1)),
             handshake_timeout: self.grpc.handshake_timeout.as_duration().max(Duration::from_millis(100)),
             http_listen,

@@ -106,14 +106,27 @@ pub struct Daemon {
     pub ready_url: String,
 }
 
+impl Drop for Daemon {
+    /// SIGTERM, so the daemon stops what it started (an agent stops its Prometheus).
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+    }
+}
+
 impl Daemon {
+    /// Spawns `bin` with `args` and waits until `ready_url` answers 2xx.
+    pub async fn spawn_raw(bin: &str, args: Vec<String>, ready_url: String) -> Self {
+        Self::spawn(bin, args, ready_url).await
+    }
+
     async fn spawn(bin: &str, args: Vec<String>, ready_url: String) -> Self {
         let child = tokio::process::Command::new(bin)
             .args(&args)
             .env("OPNI_GATEWAY_LOG_LEVEL", "warn")
             .env("OPNI_AGENT_LOG_LEVEL", "warn")
             .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let d = Self { child, ready_url };
@@ -163,6 +176,18 @@ impl Daemon {
     /// SIGKILL: no draining, connections cut.
     pub async fn kill(mut self) {
         self.child.kill().await.unwrap();
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().await.unwrap()
+    }
+
+    /// SIGTERM, then wait for a clean exit (keeps the handle).
+    pub async fn terminate_ref(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        self.child.wait().await.unwrap()
     }
 
     /// SIGTERM, then wait for a clean exit.

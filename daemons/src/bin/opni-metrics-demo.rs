@@ -1,0 +1,173 @@
+//! `opni-metrics-demo`: a complete local system with embedded defaults — a real Prometheus
+//! remote-write receiver as the upstream, a gateway, an agent that joins with a bootstrap token
+//! and runs a real Prometheus in agent mode, and the metrics capability installed — then it
+//! shows the agent's metrics arriving upstream under the cluster's tenant. Ctrl-C stops it.
+
+// configs read best as defaults plus the few changes
+#![allow(clippy::field_reassign_with_default)]
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use opni_metrics_core::registry::Cluster;
+use opni_metrics_core::{CapabilityName, ClusterId};
+use opni_metrics_daemons::agent::{self, AgentConfig};
+use opni_metrics_daemons::daemon::{LogFormat, init_logging, shutdown_signal};
+use opni_metrics_daemons::gateway::{self, GatewayConfig, state};
+
+const CLUSTER: &str = "demo-cluster";
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn find_prometheus() -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|p| std::env::split_paths(&p).map(|d| d.join("prometheus")).find(|p| p.is_file()))
+        .ok_or_else(|| anyhow!("prometheus is not installed; install it with `sudo apt-get install -y prometheus` and run the demo again"))
+}
+
+async fn http_get(url: &str) -> Result<(u16, String)> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(url.parse()?).await?;
+    let status = resp.status().as_u16();
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    bail!("{what} did not happen within {limit:?}")
+}
+
+fn start_receiver(bin: &Path, dir: &Path, port: u16) -> Result<tokio::process::Child> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("prometheus.yml"), "global:\n  scrape_interval: 1h\n")?;
+    let log = std::fs::File::create(dir.join("prometheus.log"))?;
+    tokio::process::Command::new(bin)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the receiver prometheus")
+}
+
+async fn run() -> Result<()> {
+    let prometheus = find_prometheus()?;
+    init_logging(LogFormat::Text, "warn,opni_metrics_daemons=info");
+    let dir = std::env::current_dir()?.join(".demo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    println!("opni-metrics demo — everything runs on 127.0.0.1, state in {}\n", dir.display());
+
+    let recv_port = free_port()?;
+    let mut receiver = start_receiver(&prometheus, &dir.join("receiver"), recv_port)?;
+    let recv = format!("http://127.0.0.1:{recv_port}");
+    wait_for("the receiver prometheus to become ready", Duration::from_secs(30), async || {
+        http_get(&format!("{recv}/-/ready")).await.is_ok_and(|(s, _)| s == 200)
+    })
+    .await?;
+    println!("  upstream   Prometheus remote-write receiver   {recv}");
+
+    let mut gc = GatewayConfig::default();
+    gc.data_dir = dir.join("gateway");
+    gc.grpc.listen = "127.0.0.1:0".into();
+    gc.http.listen = "127.0.0.1:0".into();
+    gc.management.listen = "127.0.0.1:0".into();
+    gc.upstream.url = format!("{recv}/api/v1/write");
+    gc.upstream.tenant_deletion = opni_metrics_daemons::gateway::cluster_driver::TenantDeletion::Unsupported;
+    let settings = gc.validate().map_err(|e| anyhow!("{e}"))?;
+    let store = settings.store.build().map_err(|e| anyhow!("{}", opni_metrics_daemons::daemon::error_chain(&e)))?;
+    let gw = gateway::start(settings, Arc::clone(&store))
+        .await
+        .map_err(|e| anyhow!("{}", opni_metrics_daemons::daemon::error_chain(&e)))?;
+    println!("  gateway    agents (gRPC, mTLS)                {}", gw.grpc_addr);
+    println!("             management (gRPC, admin token)     {}", gw.management_addr);
+    println!("             /metrics /healthz /readyz          http://{}", gw.http_addr);
+
+    // a bootstrap token through the management API, as `opni-metrics tokens create` does
+    let token = {
+        use opni_metrics_proto::bootstrap::v1::{CreateTokenRequest, bootstrap_client::BootstrapClient};
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", gw.management_addr))?.connect().await?;
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", gw.admin_token).parse()?;
+        let mut c = BootstrapClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+        let req = CreateTokenRequest {
+            ttl: Some(prost_types::Duration { seconds: 600, nanos: 0 }),
+            max_uses: 1,
+            labels: Default::default(),
+        };
+        c.create_token(req).await.map_err(|s| anyhow!("create token: {}", s.message()))?.into_inner().token
+    };
+
+    let mut ac = AgentConfig::default();
+    ac.data_dir = dir.join("agent");
+    ac.http.listen = "127.0.0.1:0".into();
+    ac.gateway.address = gw.grpc_addr.to_string();
+    ac.gateway.server_name = Some("localhost".into());
+    ac.bootstrap.token = Some(token);
+    ac.bootstrap.cluster_id = Some(CLUSTER.into());
+    ac.bootstrap.ca_file = Some(gw.ca_path.clone());
+    ac.driver.prometheus_binary = prometheus;
+    let agent = agent::start(ac.validate().map_err(|e| anyhow!("{e}"))?)
+        .await
+        .map_err(|e| anyhow!("{}", opni_metrics_daemons::daemon::error_chain(&e)))?;
+    println!("  agent      joined as cluster {CLUSTER:<19} http://{} (remote write at /api/agent/push)", agent.addr);
+
+    // install the capability, as `opni-metrics capability install` does
+    let st = state::State::new(store, opni_metrics_core::node::UpstreamState::Installed);
+    let id = ClusterId::new(CLUSTER)?;
+    let _: Option<(Cluster, _)> = st.cluster(&id).await.map_err(|e| anyhow!("{e}"))?;
+    st.update_cluster(&id, |c| c.install(CapabilityName::metrics(), state::now())).await.map_err(|e| anyhow!("{e}"))?;
+    println!("\ncapability `metrics` installed on {CLUSTER}; the agent starts its Prometheus…");
+
+    let query = format!("{recv}/api/v1/query?query=up%7Bjob%3D%22opni-agent%22%7D");
+    wait_for("the agent's metrics to arrive upstream", Duration::from_secs(90), async || {
+        http_get(&query).await.is_ok_and(|(s, b)| s == 200 && b.contains("opni-agent"))
+    })
+    .await?;
+    println!("\n✔ metrics are flowing: Prometheus (agent mode) → agent → gateway (mTLS, tenant {CLUSTER}) → receiver");
+    println!("\nlook:");
+    println!("  curl '{recv}/api/v1/query?query=opni_agent_remote_write_requests_total'");
+    println!("  curl http://{}/metrics | grep opni_gateway_remote_write", gw.http_addr);
+    println!(
+        "  opni-metrics --address {} --token-file {} capability status {CLUSTER}",
+        gw.management_addr,
+        dir.join("gateway/admin.token").display()
+    );
+    println!("\nCtrl-C stops everything.");
+    shutdown_signal().await;
+    agent.shutdown().await;
+    gw.shutdown().await;
+    let _ = receiver.kill().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("opni-metrics-demo: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

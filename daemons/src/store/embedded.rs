@@ -1,0 +1,645 @@
+//! The embedded store: a single redb file holding the data, the global revision and a bounded
+//! event log, so state and watch history survive restarts.
+//!
+//! # Layout
+//! Three tables, all changed in one transaction per write:
+//! - `kv`: key → (revision of its last write, value);
+//! - `log`: revision → (key, value, or none for a delete): one event per revision, the newest
+//!   [`History`] of them, for watchers that start in the past or fall behind;
+//! - `meta`: the file format, the global revision, the newest compacted revision and the size
+//!   of the log.
+//!
+//! # Blocking
+//! redb is synchronous: a commit waits for `fsync` and only one write transaction runs at a
+//! time, so a write can block for milliseconds behind another. Every operation therefore runs on
+//! Tokio's blocking pool (`spawn_blocking`), reads included: they are cheap, but a cold page read
+//! or a large listing must not stall a runtime worker either, and one rule is simpler to check
+//! than a size threshold. A dropped future leaves its transaction to finish or abort on its own,
+//! so a write is either done or not, never half done.
+//!
+//! # Watch
+//! After each commit the writer publishes the new revision through a `tokio::sync::watch`
+//! channel; each watcher, when the published revision passes its cursor, reads the next events
+//! from the `log` table. Nothing is queued per watcher, so a slow watcher costs no memory; one
+//! that falls behind the retained history gets [`StoreError::Compacted`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream};
+use opni_metrics_core::id::Revision;
+use opni_metrics_core::store::{
+    KeyValue, Listing, Precondition, Store, StoreError, WatchEvent, validate_key, validate_write,
+};
+use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// Where the embedded store lives unless configured otherwise.
+pub const DEFAULT_PATH: &str = "./data/opni-metrics.redb";
+
+/// key → (revision of the last write, value).
+const KV: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("kv");
+/// revision → (key, value; `None` for a delete).
+const LOG: TableDefinition<u64, (&str, Option<&[u8]>)> = TableDefinition::new("log");
+/// Counters, see the `META_*` keys.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const META_FORMAT: &str = "format";
+const META_REVISION: &str = "revision";
+const META_COMPACTED: &str = "compacted";
+const META_LOG_BYTES: &str = "log_bytes";
+
+/// The file layout this version reads and writes.
+const FORMAT: u64 = 1;
+
+/// Events read from the log per blocking call of a watcher.
+const WATCH_BATCH: usize = 256;
+
+/// Configuration of the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// The store file; it and its directory are created when missing.
+    #[serde(default = "default_path")]
+    pub path: PathBuf,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from(DEFAULT_PATH)
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self { path: default_path() }
+    }
+}
+
+impl EmbeddedConfig {
+    /// Checks the configuration.
+    ///
+    /// # Errors
+    /// [`EmbeddedError::EmptyPath`].
+    pub fn validate(&self) -> Result<(), EmbeddedError> {
+        if self.path.as_os_str().is_empty() {
+            return Err(EmbeddedError::EmptyPath);
+        }
+        Ok(())
+    }
+}
+
+/// How much watch history the log keeps; older events are compacted on the next write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// At most this many events (at least one is always kept).
+    pub events: u64,
+    /// At most this many bytes of keys and values (the newest event is kept whatever its size).
+    pub bytes: u64,
+}
+
+impl Default for History {
+    /// The last 10,000 events, within 64 MiB.
+    fn default() -> Self {
+        Self { events: 10_000, bytes: 64 << 20 }
+    }
+}
+
+/// Failures of the embedded store, each naming its file.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    /// The configured path is empty.
+    #[error("embedded store path is empty")]
+    EmptyPath,
+    /// The directory for the file could not be created.
+    #[error("cannot create directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file could not be opened or created (also: another process has it open).
+    #[error("cannot open store file {}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<redb::DatabaseError>,
+    },
+    /// The file was written by an incompatible version.
+    #[error("store file {} has format {found}, this version reads format {FORMAT}", path.display())]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The format found in the file.
+        found: u64,
+    },
+    /// A transaction on the file failed.
+    #[error("store file {}", path.display())]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<redb::Error>,
+    },
+    /// The blocking task running an operation panicked or was cancelled.
+    #[error("store task on {} failed", path.display())]
+    Task {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The store was dropped while a watch was still open.
+    #[error("store file {} was closed", path.display())]
+    Closed {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The default [`Store`]: one redb file on local disk. See the [module docs](self).
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    db: Arc<Db>,
+    history: History,
+    /// The newest committed revision; watchers wake when it moves.
+    committed: Arc<watch::Sender<Revision>>,
+}
+
+#[derive(Debug)]
+struct Db {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Db {
+    fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Unavailable(Box::new(EmbeddedError::Database {
+            path: self.path.clone(),
+            source: Box::new(e.into()),
+        }))
+    }
+}
+
+/// `?` for redb results inside a blocking operation: the error becomes
+/// [`StoreError::Unavailable`] naming the file.
+trait OrUnavailable<T> {
+    fn or_unavailable(self, db: &Db) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> OrUnavailable<T> for Result<T, E> {
+    fn or_unavailable(self, db: &Db) -> Result<T, StoreError> {
+        self.map_err(|e| db.err(e))
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the store file at `path` with the default [`History`], creating the file and its
+    /// parent directory when missing. Blocks while the file is opened (startup only).
+    ///
+    /// # Errors
+    /// [`EmbeddedError`] naming the path: the directory cannot be created, the file cannot be
+    /// opened (or is open elsewhere), or it has an incompatible format.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, EmbeddedError> {
+        Self::open_with(path, History::default())
+    }
+
+    /// [`open`](Self::open) with a chosen history bound. A smaller bound than the file was
+    /// written with takes effect at the next write.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with(path: impl AsRef<Path>, history: History) -> Result<Self, EmbeddedError> {
+        let path = path.as_ref().to_owned();
+        if path.as_os_str().is_empty() {
+            return Err(EmbeddedError::EmptyPath);
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| EmbeddedError::CreateDir { path: dir.to_owned(), source })?;
+        }
+        let db =
+            Database::create(&path).map_err(|e| EmbeddedError::Open { path: path.clone(), source: Box::new(e) })?;
+        let db = Db { db, path };
+        let revision = init(&db)?;
+        let (committed, _) = watch::channel(revision);
+        Ok(Self {
+            db: Arc::new(db),
+            history: History { events: history.events.max(1), ..history },
+            committed: Arc::new(committed),
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.db.path
+    }
+
+    /// Runs `op` on the blocking pool with the database.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || op(&db)).await.map_err(|source| {
+            StoreError::Unavailable(Box::new(EmbeddedError::Task { path: self.db.path.clone(), source }))
+        })?
+    }
+
+    /// Runs the write `op` on the blocking pool and, once committed, tells the watchers.
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Db, History) -> Result<(T, Option<Revision>), StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let committed = Arc::clone(&self.committed);
+        let history = self.history;
+        self.blocking(move |db| {
+            let (out, revision) = op(db, history)?;
+            if let Some(revision) = revision {
+                // Commits are serialised by redb, but two writers may publish out of order.
+                committed.send_if_modified(|r| {
+                    let newer = revision > *r;
+                    if newer {
+                        *r = revision;
+                    }
+                    newer
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Creates the tables of a new file, checks the format of an existing one; returns the
+/// persisted revision.
+fn init(db: &Db) -> Result<Revision, EmbeddedError> {
+    let err = |e: redb::Error| EmbeddedError::Database { path: db.path.clone(), source: Box::new(e) };
+    let txn = db.db.begin_write().map_err(|e| err(e.into()))?;
+    let revision = {
+        txn.open_table(KV).map_err(|e| err(e.into()))?;
+        txn.open_table(LOG).map_err(|e| err(e.into()))?;
+        let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+        let format = meta.get(META_FORMAT).map_err(|e| err(e.into()))?.map(|g| g.value());
+        match format {
+            None => {
+                meta.insert(META_FORMAT, FORMAT).map_err(|e| err(e.into()))?;
+            }
+            Some(FORMAT) => {}
+            Some(found) => return Err(EmbeddedError::Format { path: db.path.clone(), found }),
+        }
+        meta.get(META_REVISION).map_err(|e| err(e.into()))?.map_or(0, |g| g.value())
+    };
+    txn.commit().map_err(|e| err(e.into()))?;
+    Ok(Revision(revision))
+}
+
+fn meta_get(db: &Db, meta: &impl ReadableTable<&'static str, u64>, key: &str) -> Result<u64, StoreError> {
+    Ok(meta.get(key).or_unavailable(db)?.map_or(0, |g| g.value()))
+}
+
+fn check(key: &str, pre: Precondition, actual: u64) -> Result<(), StoreError> {
+    let actual = Revision(actual);
+    let ok = match pre {
+        Precondition::None => true,
+        Precondition::Absent => actual == Revision::ZERO,
+        Precondition::Revision(r) => actual == r,
+    };
+    if ok { Ok(()) } else { Err(StoreError::Conflict { key: key.to_owned(), expected: pre, actual }) }
+}
+
+/// What an event costs in the history budget.
+fn event_size(key: &str, value: Option<&[u8]>) -> u64 {
+    (key.len() + value.map_or(0, <[u8]>::len) + 16) as u64
+}
+
+/// Appends the event of `revision` to the log, records the revision and compacts the log down
+/// to `history`. Runs inside the write transaction of the change.
+fn append(
+    db: &Db,
+    txn: &redb::WriteTransaction,
+    history: History,
+    revision: u64,
+    key: &str,
+    value: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    let mut log: Table<'_, u64, (&str, Option<&[u8]>)> = txn.open_table(LOG).or_unavailable(db)?;
+    let mut meta = txn.open_table(META).or_unavailable(db)?;
+    log.insert(revision, (key, value)).or_unavailable(db)?;
+    let mut bytes = meta_get(db, &meta, META_LOG_BYTES)? + event_size(key, value);
+    let mut compacted = meta_get(db, &meta, META_COMPACTED)?;
+    // log holds revisions compacted + 1 ..= revision, one event each
+    while revision - compacted > 1 && (revision - compacted > history.events || bytes > history.bytes) {
+        let Some((rev, event)) = log.pop_first().or_unavailable(db)? else { break };
+        let (k, v) = event.value();
+        bytes = bytes.saturating_sub(event_size(k, v));
+        compacted = rev.value();
+    }
+    meta.insert(META_REVISION, revision).or_unavailable(db)?;
+    meta.insert(META_COMPACTED, compacted).or_unavailable(db)?;
+    meta.insert(META_LOG_BYTES, bytes).or_unavailable(db)?;
+    Ok(())
+}
+
+fn put_blocking(
+    db: &Db,
+    history: History,
+    key: &str,
+    value: &[u8],
+    pre: Precondition,
+) -> Result<(Revision, Option<Revision>), StoreError> {
+    let txn = db.db.begin_write().or_unavailable(db)?;
+    let revision = {
+        let mut kv = txn.open_table(KV).or_unavailable(db)?;
+        let actual = kv.get(key).or_unavailable(db)?.map_or(0, |g| g.value().0);
+        check(key, pre, actual)?;
+        let revision = meta_get(db, &txn.open_table(META).or_unavailable(db)?, META_REVISION)? + 1;
+        kv.insert(key, (revision, value)).or_unavailable(db)?;
+        append(db, &txn, history, revision, key, Some(value))?;
+        revision
+    };
+    txn.commit().or_unavailable(db)?;
+    Ok((Revision(revision), Some(Revision(revision))))
+}
+
+fn delete_blocking(
+    db: &Db,
+    history: History,
+    key: &str,
+    pre: Precondition,
+) -> Result<(Option<Revision>, Option<Revision>), StoreError> {
+    let txn = db.db.begin_write().or_unavailable(db)?;
+    let revision = {
+        let mut kv = txn.open_table(KV).or_unavailable(db)?;
+        let actual = kv.get(key).or_unavailable(db)?.map_or(0, |g| g.value().0);
+        check(key, pre, actual)?;
+        if actual == 0 {
+            // nothing to delete: the transaction is dropped, i.e. aborted
+            return Ok((None, None));
+        }
+        let revision = meta_get(db, &txn.open_table(META).or_unavailable(db)?, META_REVISION)? + 1;
+        kv.remove(key).or_unavailable(db)?;
+        append(db, &txn, history, revision, key, None)?;
+        revision
+    };
+    txn.commit().or_unavailable(db)?;
+    Ok((Some(Revision(revision)), Some(Revision(revision))))
+}
+
+fn get_blocking(db: &Db, key: &str) -> Result<Option<KeyValue>, StoreError> {
+    let txn = db.db.begin_read().or_unavailable(db)?;
+    let kv = txn.open_table(KV).or_unavailable(db)?;
+    let found = kv.get(key).or_unavailable(db)?;
+    Ok(found.map(|g| {
+        let (revision, value) = g.value();
+        KeyValue { key: key.to_owned(), value: Bytes::copy_from_slice(value), revision: Revision(revision) }
+    }))
+}
+
+fn list_blocking(db: &Db, prefix: &str) -> Result<Listing, StoreError> {
+    // one read transaction: the items and the revision come from the same snapshot
+    let txn = db.db.begin_read().or_unavailable(db)?;
+    let kv = txn.open_table(KV).or_unavailable(db)?;
+    let meta = txn.open_table(META).or_unavailable(db)?;
+    let mut items = Vec::new();
+    for entry in kv.range(prefix..).or_unavailable(db)? {
+        let (k, v) = entry.or_unavailable(db)?;
+        let key = k.value();
+        if !key.starts_with(prefix) {
+            break;
+        }
+        let (revision, value) = v.value();
+        items.push(KeyValue {
+            key: key.to_owned(),
+            value: Bytes::copy_from_slice(value),
+            revision: Revision(revision),
+        });
+    }
+    Ok(Listing { items, revision: Revision(meta_get(db, &meta, META_REVISION)?) })
+}
+
+/// Up to [`WATCH_BATCH`] events under `prefix` after `cursor`, and the revision scanned up to.
+fn read_events(db: &Db, prefix: &str, cursor: Revision) -> Result<(Vec<WatchEvent>, Revision), StoreError> {
+    let txn = db.db.begin_read().or_unavailable(db)?;
+    let meta = txn.open_table(META).or_unavailable(db)?;
+    let compacted = Revision(meta_get(db, &meta, META_COMPACTED)?);
+    if cursor < compacted {
+        return Err(StoreError::Compacted { requested: cursor, compacted });
+    }
+    let log = txn.open_table(LOG).or_unavailable(db)?;
+    let mut events = Vec::new();
+    let mut scanned = cursor;
+    for entry in log.range(cursor.0 + 1..).or_unavailable(db)? {
+        let (rev, event) = entry.or_unavailable(db)?;
+        let revision = Revision(rev.value());
+        scanned = revision;
+        let (key, value) = event.value();
+        if !key.starts_with(prefix) {
+            continue;
+        }
+        let key = key.to_owned();
+        events.push(match value {
+            Some(v) => WatchEvent::Put(KeyValue { key, value: Bytes::copy_from_slice(v), revision }),
+            None => WatchEvent::Delete { key, revision },
+        });
+        if events.len() >= WATCH_BATCH {
+            break;
+        }
+    }
+    Ok((events, scanned))
+}
+
+/// A watcher's state between items.
+struct Watcher {
+    db: Arc<Db>,
+    prefix: Arc<str>,
+    /// Every event up to here has been delivered or filtered out.
+    cursor: Revision,
+    committed: watch::Receiver<Revision>,
+    ready: std::vec::IntoIter<WatchEvent>,
+    done: bool,
+}
+
+impl Watcher {
+    async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(event) = self.ready.next() {
+                return Some(Ok(event));
+            }
+            // Mark the published revision seen before reading, so a commit after the read
+            // wakes us: no lost wake-up.
+            let published = *self.committed.borrow_and_update();
+            if published <= self.cursor {
+                if self.committed.changed().await.is_err() && *self.committed.borrow() <= self.cursor {
+                    self.done = true;
+                    return Some(Err(StoreError::Unavailable(Box::new(EmbeddedError::Closed {
+                        path: self.db.path.clone(),
+                    }))));
+                }
+                continue;
+            }
+            let (db, prefix, cursor) = (Arc::clone(&self.db), Arc::clone(&self.prefix), self.cursor);
+            let read = tokio::task::spawn_blocking(move || read_events(&db, &prefix, cursor)).await;
+            match read {
+                Ok(Ok((events, scanned))) => {
+                    self.cursor = scanned.max(self.cursor);
+                    self.ready = events.into_iter();
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                Err(source) => {
+                    self.done = true;
+                    let path = self.db.path.clone();
+                    return Some(Err(StoreError::Unavailable(Box::new(EmbeddedError::Task { path, source }))));
+                }
+            }
+        }
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
+        Box::pin(async move {
+            validate_key(key)?;
+            let key = key.to_owned();
+            self.blocking(move |db| get_blocking(db, &key)).await
+        })
+    }
+
+    fn put<'a>(&'a self, key: &'a str, value: Bytes, pre: Precondition) -> BoxFuture<'a, Result<Revision, StoreError>> {
+        Box::pin(async move {
+            validate_write(key, value.len())?;
+            let key = key.to_owned();
+            self.write(move |db, history| put_blocking(db, history, &key, &value, pre)).await
+        })
+    }
+
+    fn delete<'a>(&'a self, key: &'a str, pre: Precondition) -> BoxFuture<'a, Result<Option<Revision>, StoreError>> {
+        Box::pin(async move {
+            validate_key(key)?;
+            let key = key.to_owned();
+            self.write(move |db, history| delete_blocking(db, history, &key, pre)).await
+        })
+    }
+
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing, StoreError>> {
+        Box::pin(async move {
+            let prefix = prefix.to_owned();
+            self.blocking(move |db| list_blocking(db, &prefix)).await
+        })
+    }
+
+    fn watch<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Revision,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<WatchEvent, StoreError>>, StoreError>> {
+        Box::pin(async move {
+            // Subscribe before checking the history, so no commit after the check is missed.
+            let committed = self.committed.subscribe();
+            let compacted = self
+                .blocking(|db| {
+                    let txn = db.db.begin_read().or_unavailable(db)?;
+                    let meta = txn.open_table(META).or_unavailable(db)?;
+                    meta_get(db, &meta, META_COMPACTED)
+                })
+                .await?;
+            if after < Revision(compacted) {
+                return Err(StoreError::Compacted { requested: after, compacted: Revision(compacted) });
+            }
+            let watcher = Watcher {
+                db: Arc::clone(&self.db),
+                prefix: Arc::from(prefix),
+                cursor: after,
+                committed,
+                ready: Vec::new().into_iter(),
+                done: false,
+            };
+            let events = stream::unfold(watcher, |mut w| async move { w.next().await.map(|item| (item, w)) });
+            let events: BoxStream<'static, _> = Box::pin(events);
+            Ok(events)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn history_is_bounded_by_events_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with(dir.path().join("s.redb"), History { events: 3, bytes: 1 << 20 }).unwrap();
+        for i in 0..6u8 {
+            store.put("k", Bytes::from(vec![i]), Precondition::None).await.unwrap();
+        }
+        // revisions 4..=6 retained: watching after 3 works, after 2 is compacted
+        assert!(matches!(store.watch("k", Revision(2)).await, Err(StoreError::Compacted { .. })));
+        let mut w = store.watch("k", Revision(3)).await.unwrap();
+        assert_eq!(w.next().await.unwrap().unwrap().revision(), Revision(4));
+
+        let big = Bytes::from(vec![0u8; 600 << 10]);
+        store.put("big", big.clone(), Precondition::None).await.unwrap(); // 7
+        let r = store.put("big", big, Precondition::None).await.unwrap(); // 8: 1.2 MiB > budget
+        assert!(matches!(store.watch("", Revision(r.0 - 2)).await, Err(StoreError::Compacted { .. })));
+        assert!(store.watch("", Revision(r.0 - 1)).await.is_ok(), "the newest event is always kept");
+    }
+
+    #[tokio::test]
+    async fn a_watcher_left_behind_gets_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open_with(dir.path().join("s.redb"), History { events: 2, bytes: 1 << 20 }).unwrap();
+        let mut w = store.watch("k", Revision::ZERO).await.unwrap();
+        for i in 0..5u8 {
+            store.put("k", Bytes::from(vec![i]), Precondition::None).await.unwrap();
+        }
+        assert!(matches!(w.next().await, Some(Err(StoreError::Compacted { .. }))));
+        assert!(w.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_store_ends_its_watches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("s.redb")).unwrap();
+        let mut w = store.watch("", Revision::ZERO).await.unwrap();
+        drop(store);
+        assert!(matches!(w.next().await, Some(Err(StoreError::Unavailable(_)))));
+        assert!(w.next().await.is_none());
+    }
+
+    #[test]
+    fn open_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"not a directory").unwrap();
+        let err = EmbeddedStore::open(file.join("sub/s.redb")).unwrap_err();
+        assert!(matches!(err, EmbeddedError::CreateDir { .. }));
+        assert!(err.to_string().contains(&file.display().to_string()), "{err}");
+
+        let err = EmbeddedStore::open(&file).unwrap_err();
+        assert!(matches!(err, EmbeddedError::Open { .. }), "{err:?}");
+        assert!(err.to_string().contains(&file.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn a_file_can_be_open_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let _first = EmbeddedStore::open(&path).unwrap();
+        assert!(matches!(EmbeddedStore::open(&path), Err(EmbeddedError::Open { .. })));
+    }
+}

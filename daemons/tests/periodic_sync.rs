@@ -1,0 +1,85 @@
+//! A lost `SyncNow` heals at the periodic resync: the gateway's store watch is made deaf, so
+//! the only way a config change reaches the agent is the periodic `SyncNow`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use opni_metrics_core::duration::PromDuration;
+use opni_metrics_core::registry::Cluster;
+use opni_metrics_core::spec::MetricsCapabilitySpec;
+use opni_metrics_core::store::{KeyValue, Listing, MemoryStore, Precondition, Store, StoreError, WatchEvent};
+use opni_metrics_core::{CapabilityName, ClusterId, Revision};
+use opni_metrics_daemons::agent;
+use opni_metrics_daemons::gateway::{self, state};
+use opni_metrics_tests::http::eventually;
+use opni_metrics_tests::upstream::{Behaviour, Upstream};
+
+/// A store whose watch never delivers anything: every notification is lost.
+struct DeafStore(MemoryStore);
+
+impl Store for DeafStore {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
+        self.0.get(key)
+    }
+    fn put<'a>(&'a self, key: &'a str, value: Bytes, pre: Precondition) -> BoxFuture<'a, Result<Revision, StoreError>> {
+        self.0.put(key, value, pre)
+    }
+    fn delete<'a>(&'a self, key: &'a str, pre: Precondition) -> BoxFuture<'a, Result<Option<Revision>, StoreError>> {
+        self.0.delete(key, pre)
+    }
+    fn list<'a>(&'a self, prefix: &'a str) -> BoxFuture<'a, Result<Listing, StoreError>> {
+        self.0.list(prefix)
+    }
+    fn watch<'a>(
+        &'a self,
+        _: &'a str,
+        _: Revision,
+    ) -> BoxFuture<'a, Result<BoxStream<'static, Result<WatchEvent, StoreError>>, StoreError>> {
+        Box::pin(async { Ok(Box::pin(futures::stream::pending()) as BoxStream<'static, _>) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_sync_now_heals_at_the_periodic_resync() {
+    let certs = common::certs();
+    let upstream = Upstream::start(Behaviour::status(204)).await;
+    let store: Arc<dyn Store> = Arc::new(DeafStore(MemoryStore::default()));
+    let st = state::State::new(Arc::clone(&store), opni_metrics_core::node::UpstreamState::Installed);
+    let id = ClusterId::new(common::CLUSTER).unwrap();
+    st.create_cluster(&Cluster::new(id.clone())).await.unwrap();
+    st.update_cluster(&id, |c| c.install(CapabilityName::metrics(), state::now())).await.unwrap();
+
+    let mut gc = common::gateway_config(&certs, &upstream.url());
+    gc.sync.resync_interval = PromDuration::from_secs(1);
+    let gw = gateway::start(gc.validate().unwrap(), Arc::clone(&store)).await.unwrap();
+    let ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
+    let agent = agent::start(ac.validate().unwrap()).await.unwrap();
+
+    let applied = |want: opni_metrics_core::digest::Digest| {
+        let mut rx = agent.sync.clone();
+        async move {
+            eventually(common::WAIT, "agent applied the desired digest", || {
+                let got = rx.borrow_and_update().status.applied_digest;
+                async move { if got == Some(want) { Ok(()) } else { Err(format!("{got:?}")) } }
+            })
+            .await
+            .unwrap();
+        }
+    };
+    applied(st.desired(&id).await.unwrap().digest()).await;
+
+    // change the default config: the watch is deaf, so no SyncNow is sent for it
+    let mut spec = MetricsCapabilitySpec::default();
+    spec.prometheus.queue.max_shards = 3;
+    st.put_spec(state::NODE_DEFAULT, &spec, None).await.unwrap();
+    let want = st.desired(&id).await.unwrap().digest();
+    assert_ne!(agent.sync.borrow().status.applied_digest, Some(want));
+    applied(want).await;
+    agent.shutdown().await;
+    gw.shutdown().await;
+}
