@@ -172,6 +172,7 @@ pub async fn start(settings: GatewaySettings, store: Arc<dyn Store>) -> Result<R
     let hub = Hub::start(settings.sync, u64::from(grpc_addr.port()) ^ 0x5eed);
     watch_store(state.clone(), hub.clone());
     let statuses = Arc::new(StatusCache::default());
+    statuses.start_writer(state.clone());
     let driver: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::new(
         &settings.upstream.url,
         settings.upstream.tenant_header.clone(),

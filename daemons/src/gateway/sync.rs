@@ -186,13 +186,39 @@ pub fn watch_store(state: State, hub: Hub) {
     });
 }
 
-/// The last status each node reported, and when; persisted when it changes.
+/// The last status each node reported, and when; persisted when it changes, by one writer task
+/// that coalesces (the latest status of a node wins), so a burst of reports never queues
+/// replies behind durable commits.
 #[derive(Debug, Default)]
 pub struct StatusCache {
     inner: Mutex<HashMap<ClusterId, (NodeStatus, Timestamp)>>,
+    pending: Mutex<HashMap<ClusterId, StoredStatus>>,
+    wake: tokio::sync::Notify,
 }
 
 impl StatusCache {
+    /// Starts the writer task persisting reported statuses into `state`.
+    pub fn start_writer(self: &Arc<Self>, state: State) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                this.wake.notified().await;
+                let batch: Vec<(ClusterId, StoredStatus)> =
+                    this.pending.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
+                for (id, s) in batch {
+                    if let Err(e) = state.put_status(&id, &s).await {
+                        tracing::warn!(cluster = %id, error = %e, "cannot persist node status");
+                    }
+                }
+            }
+        });
+    }
+
+    fn persist(&self, id: ClusterId, s: StoredStatus) {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, s);
+        self.wake.notify_one();
+    }
+
     /// The last status of `id` and its time, if reported since this gateway started.
     pub fn get(&self, id: &ClusterId) -> Option<(NodeStatus, Timestamp)> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
@@ -251,10 +277,8 @@ impl NodeSync for NodeSyncService {
         let (current, reported) = request.into_inner().into_core().map_err(Status::from)?;
         let at = now();
         if self.statuses.record(&id, reported.clone(), at) {
-            let stored = StoredStatus { status: reported, reported_at: at };
-            if let Err(e) = self.state.put_status(&id, &stored).await {
-                tracing::warn!(cluster = %id, error = %e, "cannot persist node status");
-            }
+            // persisted in the background: a reply never waits for a durable commit
+            self.statuses.persist(id.clone(), StoredStatus { status: reported, reported_at: at });
         }
         let desired = self.state.desired(&id).await.map_err(status)?;
         Ok(Response::new(sync_decision(current.as_ref(), &desired).into()))
