@@ -12,7 +12,7 @@ use opni_metrics_daemons::tls::TlsFiles;
 
 /// The opni-metrics agent.
 ///
-/// Point Prometheus's remote_write at http://<listen>/api/agent/push. Each request is checked
+/// Point Prometheus's remote_write at `http://<listen>/api/agent/push`. Each request is checked
 /// (content type, snappy framing, declared size) and relayed to the gateway as one gRPC call over
 /// mutual TLS; Prometheus gets the upstream's answer under the status rules (data errors pass
 /// through, faults become a retryable 503). Settings come from the YAML file, then environment

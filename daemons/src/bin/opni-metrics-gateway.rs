@@ -13,7 +13,7 @@ use opni_metrics_daemons::tls::TlsFiles;
 /// The opni-metrics gateway.
 ///
 /// Agents connect over gRPC with mutual TLS 1.3; each agent's tenant is the cluster id in its
-/// client certificate (URI SAN urn:opni-metrics:cluster:<id>), never anything in the request.
+/// client certificate (URI SAN `urn:opni-metrics:cluster:<id>`), never anything in the request.
 /// Remote-write bodies are forwarded byte for byte to the upstream with exactly one tenant
 /// header. Settings come from the YAML file, then environment variables, then flags (flags win).
 #[derive(Debug, Parser)]
