@@ -19,13 +19,12 @@ use hyper_util::rt::TokioExecutor;
 use opni_metrics_core::ClusterId;
 use opni_metrics_core::remote_write::Outcome;
 use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 use crate::daemon::error_chain;
 use crate::metrics::GatewayMetrics;
+use crate::tls;
 
 /// Response headers passed back from the upstream (besides `Content-Type`).
 pub fn is_relayed_header(name: &str) -> bool {
@@ -61,13 +60,8 @@ pub struct UpstreamSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// A PEM file failed.
-    #[error("upstream TLS file {path}: {reason}")]
-    Pem {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        reason: String,
-    },
+    #[error("upstream TLS")]
+    Pem(#[from] crate::tls::TlsError),
     /// rustls refused the configuration.
     #[error("upstream TLS configuration")]
     Rustls(#[from] rustls::Error),
@@ -140,14 +134,6 @@ impl std::fmt::Debug for Forwarder {
     }
 }
 
-fn read_certs(path: &PathBuf) -> Result<Vec<CertificateDer<'static>>, UpstreamError> {
-    let err = |e: String| UpstreamError::Pem { path: path.clone(), reason: e };
-    CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))
-}
-
 impl Forwarder {
     /// Builds the client.
     ///
@@ -158,28 +144,23 @@ impl Forwarder {
             Some("http" | "https") => {}
             _ => return Err(UpstreamError::Scheme(settings.url.clone())),
         }
-        let mut roots = RootCertStore::empty();
-        match &settings.ca {
-            Some(ca) => {
-                for c in read_certs(ca)? {
-                    roots.add(c).map_err(|e| UpstreamError::Pem { path: ca.clone(), reason: e.to_string() })?;
-                }
-            }
+        let roots = match &settings.ca {
+            Some(ca) => Arc::unwrap_or_clone(tls::roots(ca)?),
             None => {
+                let mut roots = RootCertStore::empty();
                 for c in rustls_native_certs::load_native_certs().certs {
                     let _ = roots.add(c);
                 }
+                roots
             }
-        }
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots);
         let tls = match &settings.client_cert {
             Some((cert, key)) => {
-                let k = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| UpstreamError::Pem { path: key.clone(), reason: e.to_string() })?;
-                builder.with_client_auth_cert(read_certs(cert)?, k)?
+                builder.with_client_auth_cert(tls::read_certs("certificate", cert)?, tls::read_key(key)?)?
             }
             None => builder.with_no_client_auth(),
         };

@@ -101,7 +101,11 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+/// Every certificate in a PEM file (at least one).
+///
+/// # Errors
+/// [`TlsError::Pem`] naming the file.
+pub fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::Pem { what, path: path.to_owned(), reason };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| err(e.to_string()))?
@@ -113,7 +117,11 @@ fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+/// The private key in a PEM file.
+///
+/// # Errors
+/// [`TlsError::Pem`] naming the file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
         what: "private key",
         path: path.to_owned(),
@@ -121,12 +129,33 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+/// A root store holding every certificate of the PEM bundle at `path`.
+///
+/// # Errors
+/// [`TlsError::Pem`] naming the file.
+pub fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut store = RootCertStore::empty();
     for c in read_certs("CA bundle", path)? {
         store.add(c).map_err(|e| TlsError::Pem { what: "CA bundle", path: path.to_owned(), reason: e.to_string() })?;
     }
     Ok(Arc::new(store))
+}
+
+/// A TLS 1.3 client config that trusts the CA bundle at `ca` and presents no certificate; ALPN
+/// h2. For `Join`, before the agent has an identity.
+///
+/// # Errors
+/// [`TlsError`] naming the file at fault.
+pub fn anonymous_client_config(ca: &Path) -> Result<ClientConfig, TlsError> {
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
 }
 
 impl TlsFiles {

@@ -20,21 +20,6 @@ fn csr() -> String {
     rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().serialize_request(&key).unwrap().pem().unwrap()
 }
 
-fn anonymous(ca: &std::path::Path) -> rustls::ClientConfig {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    cfg
-}
-
 fn sha256_hex(s: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -48,7 +33,8 @@ async fn join_refuses_bad_tokens_and_requests() {
     gc.grpc.tls = None; // the embedded CA serves and signs
     let gw = gateway::start(gc.validate().unwrap(), Arc::clone(&store)).await.unwrap();
 
-    let (_keep, rx) = watch::channel(Arc::new(anonymous(&gw.ca_path)));
+    let (_keep, rx) =
+        watch::channel(Arc::new(opni_metrics_daemons::tls::anonymous_client_config(&gw.ca_path).unwrap()));
     let mut public = BootstrapClient::new(
         tls_channel(&gw.grpc_addr.to_string(), "localhost", rx, &ChannelOptions::default()).unwrap(),
     );

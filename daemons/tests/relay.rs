@@ -14,7 +14,6 @@ use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_tests::http::{push, send};
 use opni_metrics_tests::pki::{Leaf, Pki};
 use opni_metrics_tests::upstream::Behaviour;
-use rustls_pki_types::pem::PemObject;
 use tokio::sync::watch;
 
 fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Behaviour {
@@ -229,17 +228,7 @@ async fn gateway_refuses_bad_identities() {
     assert_eq!(raw_push(addr, client_config(&common::files(&stack.certs.agent))).await.unwrap(), 204);
 
     // no client certificate
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut no_cert = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    no_cert.alpn_protocols = vec![b"h2".to_vec()];
+    let no_cert = opni_metrics_daemons::tls::anonymous_client_config(&ca).unwrap();
     assert!(raw_push(addr, no_cert).await.is_err(), "no client certificate");
 
     // a certificate from another CA

@@ -8,9 +8,6 @@ use std::sync::Arc;
 
 use opni_metrics_proto::bootstrap::v1::JoinRequest;
 use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
-use rustls::RootCertStore;
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use tokio::sync::watch;
 
 use crate::grpc::{ChannelOptions, tls_channel};
@@ -37,9 +34,9 @@ pub enum JoinError {
     /// Key or CSR generation failed.
     #[error("generate a key and CSR")]
     Keygen(#[source] rcgen::Error),
-    /// TLS setup failed.
-    #[error("bootstrap.caFile {0}: {1}")]
-    Ca(PathBuf, String),
+    /// The CA file is unusable.
+    #[error("bootstrap.caFile")]
+    Ca(#[from] crate::tls::TlsError),
     /// The gateway refused.
     #[error("the gateway refused to join: {0}")]
     Refused(String),
@@ -85,19 +82,7 @@ pub async fn ensure(
     let params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(JoinError::Keygen)?;
     let csr = params.serialize_request(&key).map_err(JoinError::Keygen)?.pem().map_err(JoinError::Keygen)?;
 
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| JoinError::Ca(ca_file.to_owned(), e.to_string()))?;
-    for c in certs {
-        let c = c.map_err(|e| JoinError::Ca(ca_file.to_owned(), e.to_string()))?;
-        roots.add(c).map_err(|e| JoinError::Ca(ca_file.to_owned(), e.to_string()))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| JoinError::Ca(ca_file.to_owned(), e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let cfg = crate::tls::anonymous_client_config(ca_file)?;
     let (_keep, rx) = watch::channel(Arc::new(cfg));
     let channel = tls_channel(gateway, server_name, rx, &ChannelOptions::default())
         .map_err(|e| JoinError::Refused(e.to_string()))?;
