@@ -10,13 +10,13 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use opni_metrics_core::duration::PromDuration;
+use opni_metrics_core::node::{ConditionKind, ConditionStatus};
 use opni_metrics_core::registry::Cluster;
 use opni_metrics_core::spec::MetricsCapabilitySpec;
 use opni_metrics_core::store::{KeyValue, Listing, MemoryStore, Precondition, Store, StoreError, WatchEvent};
 use opni_metrics_core::{CapabilityName, ClusterId, Revision};
 use opni_metrics_daemons::agent;
 use opni_metrics_daemons::gateway::{self, state};
-use opni_metrics_tests::http::eventually;
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
 
 /// A store whose watch never delivers anything: every notification is lost.
@@ -60,15 +60,19 @@ async fn a_lost_sync_now_heals_at_the_periodic_resync() {
     let ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
     let agent = agent::start(ac.validate().unwrap()).await.unwrap();
 
+    // the agent publishes its state on a watch channel: await the change, no polling
     let applied = |want: opni_metrics_core::digest::Digest| {
         let mut rx = agent.sync.clone();
         async move {
-            eventually(common::WAIT, "agent applied the desired digest", || {
-                let got = rx.borrow_and_update().status.applied_digest;
-                async move { if got == Some(want) { Ok(()) } else { Err(format!("{got:?}")) } }
-            })
-            .await
-            .unwrap();
+            // applied, and the report Sync answered UpToDate: the agent is idle
+            let idle = |s: &agent::sync_loop::SyncState| {
+                s.status.applied_digest == Some(want)
+                    && s.status.get(ConditionKind::Synced).is_some_and(|c| c.status == ConditionStatus::True)
+            };
+            tokio::time::timeout(common::WAIT, rx.wait_for(idle))
+                .await
+                .expect("agent applied the desired digest in time")
+                .expect("agent running");
         }
     };
     applied(st.desired(&id).await.unwrap().digest()).await;
