@@ -150,3 +150,28 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     msg
 }
+
+/// Why a daemon did not start: printed as one line, exit code [`EXIT_CONFIG`](crate::EXIT_CONFIG).
+#[derive(Debug)]
+pub struct Refusal(String);
+
+/// Turns an error into a [`Refusal`] prefixed with `context` (`""` for none); for `map_err`.
+pub fn refusal<E: std::error::Error>(context: &'static str) -> impl FnOnce(E) -> Refusal {
+    move |e| {
+        let chain = error_chain(&e);
+        Refusal(if context.is_empty() { chain } else { format!("{context}: {chain}") })
+    }
+}
+
+/// The process exit code for a daemon's run: success, or the refusal printed as
+/// `program: reason` and exit code 64.
+pub fn exit(program: &str, run: Result<(), Refusal>) -> std::process::ExitCode {
+    match run {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(Refusal(reason)) => {
+            tracing::error!("{reason}");
+            eprintln!("{program}: {reason}");
+            std::process::ExitCode::from(crate::EXIT_CONFIG as u8)
+        }
+    }
+}

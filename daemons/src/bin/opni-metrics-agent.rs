@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use opni_metrics_daemons::EXIT_CONFIG;
 use opni_metrics_daemons::agent::{self, AgentConfig};
-use opni_metrics_daemons::daemon::{LogFormat, error_chain, init_logging, load_yaml, shutdown_signal};
+use opni_metrics_daemons::daemon::{LogFormat, Refusal, exit, init_logging, load_yaml, refusal, shutdown_signal};
 use opni_metrics_daemons::tls::TlsFiles;
 
 /// The opni-metrics agent.
@@ -119,38 +118,22 @@ fn config(args: &Args) -> Result<AgentConfig, opni_metrics_daemons::daemon::Conf
     Ok(c)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    let cfg = match config(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("opni-metrics-agent: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
-    let settings = match cfg.validate() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("opni-metrics-agent: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
+async fn run(args: Args) -> Result<(), Refusal> {
+    let cfg = config(&args).map_err(refusal(""))?;
+    let settings = cfg.validate().map_err(refusal("invalid configuration"))?;
     if args.check_config {
         println!("configuration is valid");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     init_logging(cfg.log.format, &cfg.log.level);
-    let running = match agent::start(settings).await {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = error_chain(&e);
-            eprintln!("opni-metrics-agent: cannot start: {msg}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
+    let running = agent::start(settings).await.map_err(refusal("cannot start"))?;
     shutdown_signal().await;
     running.shutdown().await;
     tracing::info!("stopped");
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    exit("opni-metrics-agent", run(Args::parse()).await)
 }

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use opni_metrics_daemons::EXIT_CONFIG;
-use opni_metrics_daemons::daemon::{LogFormat, error_chain, init_logging, load_yaml, shutdown_signal};
+use opni_metrics_daemons::daemon::{LogFormat, Refusal, exit, init_logging, load_yaml, refusal, shutdown_signal};
 use opni_metrics_daemons::gateway::{self, GatewayConfig};
 use opni_metrics_daemons::tls::TlsFiles;
 
@@ -92,46 +91,23 @@ fn config(args: &Args) -> Result<GatewayConfig, opni_metrics_daemons::daemon::Co
     Ok(c)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let args = Args::parse();
-    let cfg = match config(&args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("opni-metrics-gateway: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
-    let settings = match cfg.validate() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("opni-metrics-gateway: invalid configuration: {e}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
+async fn run(args: Args) -> Result<(), Refusal> {
+    let cfg = config(&args).map_err(refusal(""))?;
+    let settings = cfg.validate().map_err(refusal("invalid configuration"))?;
     if args.check_config {
         println!("configuration is valid");
-        return ExitCode::SUCCESS;
+        return Ok(());
     }
     init_logging(cfg.log.format, &cfg.log.level);
-    let store = match settings.store.build() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("opni-metrics-gateway: cannot open the store: {}", error_chain(&e));
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
-    let running = match gateway::start(settings, store).await {
-        Ok(r) => r,
-        Err(e) => {
-            let msg = error_chain(&e);
-            tracing::error!("cannot start: {msg}");
-            eprintln!("opni-metrics-gateway: cannot start: {msg}");
-            return ExitCode::from(EXIT_CONFIG as u8);
-        }
-    };
+    let store = settings.store.build().map_err(refusal("cannot open the store"))?;
+    let running = gateway::start(settings, store).await.map_err(refusal("cannot start"))?;
     shutdown_signal().await;
     running.shutdown().await;
     tracing::info!("stopped");
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    exit("opni-metrics-gateway", run(Args::parse()).await)
 }
