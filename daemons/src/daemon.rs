@@ -175,3 +175,12 @@ pub fn exit(program: &str, run: Result<(), Refusal>) -> std::process::ExitCode {
         }
     }
 }
+
+/// This host's name (`HOSTNAME`, else the kernel's), for identities such as a Lease holder.
+pub fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()))
+        .unwrap_or_else(|| "opni-metrics-gateway".to_owned())
+}

@@ -17,6 +17,7 @@ pub mod forward;
 pub mod gateway;
 pub mod grpc;
 pub mod http_server;
+pub mod kube_client;
 pub mod metrics;
 pub mod store;
 pub mod tls;

@@ -6,6 +6,8 @@
 //! - [`pki`] makes certificates with rcgen; [`prometheus`] runs real Prometheus processes;
 //!   [`upstream`] is a scriptable remote-write upstream; [`rw`] builds remote-write bodies;
 //!   [`http`] is a small client. The daemons' end-to-end tests use them.
+//! - [`kube_fake`] is an in-process fake Kubernetes API server for the controllers' tests (the real
+//!   kube client and kube-runtime talk to it).
 //!
 //! # Example
 //! ```
@@ -22,6 +24,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod http;
+pub mod kube_fake;
 pub mod pki;
 pub mod prometheus;
 pub mod rw;

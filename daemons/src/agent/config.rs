@@ -68,8 +68,42 @@ pub enum DriverKind {
     /// A child `prometheus` process in agent mode.
     #[default]
     Process,
+    /// A prometheus-operator `PrometheusAgent` (or legacy `Prometheus`) custom resource.
+    Kubernetes,
     /// No driver: the agent only relays (Prometheus is managed elsewhere).
     None,
+}
+
+/// Settings of the Kubernetes node driver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubeDriverConfig {
+    /// A kubeconfig file; inferred when absent (in-cluster service account, `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Prometheus objects; the client's (the pod's own) when absent.
+    pub namespace: Option<String>,
+    /// Base name of the objects.
+    pub name: String,
+    /// The agent's Deployment, which owns the namespaced objects (none when absent).
+    pub owner_deployment: Option<String>,
+    /// Where Prometheus remote-writes: the agent's Service. Default
+    /// `http://<name>.<namespace>.svc:<http port>/api/v1/write`.
+    pub remote_write_url: Option<String>,
+    /// `prometheusAgent` or `legacy` (a `Prometheus` in agent mode).
+    pub strategy: opni_metrics_kube::node::Strategy,
+}
+
+impl Default for KubeDriverConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            namespace: None,
+            name: "opni-metrics-agent".into(),
+            owner_deployment: None,
+            remote_write_url: None,
+            strategy: opni_metrics_kube::node::Strategy::PrometheusAgent,
+        }
+    }
 }
 
 /// Node driver settings.
@@ -82,6 +116,8 @@ pub struct DriverConfig {
     pub prometheus_binary: PathBuf,
     /// Longest wait for Prometheus to become ready after a (re)start.
     pub ready_timeout: PromDuration,
+    /// The Kubernetes driver (`kind: kubernetes`).
+    pub kubernetes: KubeDriverConfig,
 }
 
 impl Default for DriverConfig {
@@ -90,6 +126,7 @@ impl Default for DriverConfig {
             kind: DriverKind::Process,
             prometheus_binary: PathBuf::from("prometheus"),
             ready_timeout: PromDuration::from_secs(30),
+            kubernetes: KubeDriverConfig::default(),
         }
     }
 }

@@ -39,6 +39,12 @@ pub enum StartError {
     /// The gateway channel could not be set up.
     #[error("gateway")]
     Channel(#[from] ChannelError),
+    /// The Kubernetes driver could not be set up.
+    #[error("driver.kubernetes")]
+    Kube(#[from] crate::kube_client::KubeClientError),
+    /// The Kubernetes driver's owner could not be resolved.
+    #[error("driver.kubernetes")]
+    KubeDriver(#[from] opni_metrics_kube::Error),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -59,6 +65,7 @@ pub struct RunningAgent {
     /// The sync loop's published state.
     pub sync: watch::Receiver<SyncState>,
     driver: Arc<dyn NodeDriver>,
+    remove_on_shutdown: bool,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     sync_task: JoinHandle<()>,
@@ -127,8 +134,11 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
             agent_addr: addr.to_string(),
             ready_timeout: settings.driver.ready_timeout.as_duration(),
         })),
+        DriverKind::Kubernetes => kube_driver(&settings, addr).await?,
         DriverKind::None => Arc::new(NoDriver),
     };
+    // Prometheus run by an operator outlives agent restarts; a child process does not
+    let remove_on_shutdown = settings.driver.kind == DriverKind::Process;
     let ops_h = Arc::clone(&ops);
     let handler: http_server::Handler = Arc::new(move |req: http::Request<hyper::body::Incoming>| {
         let relay = Arc::clone(&relay);
@@ -163,7 +173,7 @@ pub async fn start(settings: AgentSettings) -> Result<RunningAgent, StartError> 
         }
     });
     tracing::info!(%addr, gateway = %settings.gateway_address, "agent started");
-    Ok(RunningAgent { addr, ops, sync: sync_rx, driver, stop, task, sync_task })
+    Ok(RunningAgent { addr, ops, sync: sync_rx, driver, remove_on_shutdown, stop, task, sync_task })
 }
 
 impl RunningAgent {
@@ -174,8 +184,32 @@ impl RunningAgent {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let _ = self.sync_task.await;
-        if let Err(e) = self.driver.remove().await {
+        if self.remove_on_shutdown
+            && let Err(e) = self.driver.remove().await
+        {
             tracing::warn!(error = %e, "stopping prometheus failed");
         }
     }
+}
+
+/// The Kubernetes node driver, with its drift guard running.
+async fn kube_driver(settings: &AgentSettings, addr: std::net::SocketAddr) -> Result<Arc<dyn NodeDriver>, StartError> {
+    use opni_metrics_kube::node::{KubeNodeDriver, NodeSettings};
+    let k = &settings.driver.kubernetes;
+    let client = crate::kube_client::client(k.kubeconfig.as_deref()).await?;
+    let namespace = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    let owner = match &k.owner_deployment {
+        Some(d) => Some(KubeNodeDriver::resolve_owner(&client, &namespace, d).await?),
+        None => None,
+    };
+    let remote_write_url = k
+        .remote_write_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}.{namespace}.svc:{}{}", k.name, addr.port(), PUSH_PATHS[0]));
+    let driver = Arc::new(KubeNodeDriver::new(
+        client,
+        NodeSettings { namespace, name: k.name.clone(), owner, remote_write_url, strategy: k.strategy },
+    ));
+    tokio::spawn(Arc::clone(&driver).guard());
+    Ok(driver)
 }

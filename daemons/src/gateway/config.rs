@@ -38,6 +38,64 @@ pub struct GatewayConfig {
     /// Where state lives: `embedded: {path}` (default `<dataDir>/store.redb`) or
     /// `etcd: {endpoints, prefix, tls}` for several gateway replicas.
     pub store: Option<crate::store::StoreConfig>,
+    /// Kubernetes: the upstream Cortex as a `MonitoringCluster` and its controller.
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// The gateway on Kubernetes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file; inferred when absent (in-cluster service account, `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the MonitoringCluster, its objects and the Lease; the client's when absent.
+    pub namespace: Option<String>,
+    /// Name of the MonitoringCluster CortexOps writes.
+    pub monitoring_cluster: String,
+    /// Run the MonitoringCluster controller (only while holding the Lease).
+    pub controller: bool,
+    /// This replica's identity in the Lease (the pod name); the host name when absent.
+    pub identity: Option<String>,
+    /// The Lease.
+    pub lease: LeaseConfig,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            namespace: None,
+            monitoring_cluster: "opni".into(),
+            controller: true,
+            identity: None,
+            lease: LeaseConfig::default(),
+        }
+    }
+}
+
+/// Leader election timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// Lease name.
+    pub name: String,
+    /// How long a lease is valid after its last renewal.
+    pub lease_duration: PromDuration,
+    /// How long the leader keeps trying to renew before it stops (below `leaseDuration`).
+    pub renew_deadline: PromDuration,
+    /// Time between attempts.
+    pub retry_period: PromDuration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            name: "opni-metrics-gateway".into(),
+            lease_duration: PromDuration::from_secs(15),
+            renew_deadline: PromDuration::from_secs(10),
+            retry_period: PromDuration::from_secs(2),
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -53,6 +111,7 @@ impl Default for GatewayConfig {
             sync: SyncConfig::default(),
             bootstrap: BootstrapConfig::default(),
             store: None,
+            kubernetes: None,
         }
     }
 }
@@ -250,6 +309,8 @@ pub struct GatewaySettings {
     pub tenant_deletion: crate::gateway::cluster_driver::TenantDeletion,
     /// The store.
     pub store: crate::store::StoreConfig,
+    /// Kubernetes settings, when the gateway runs there.
+    pub kubernetes: Option<KubernetesConfig>,
     /// Maximum connection age.
     pub max_connection_age: Duration,
     /// TLS handshake timeout.
@@ -350,6 +411,24 @@ impl GatewayConfig {
                 });
                 store.validate().map_err(|e| ConfigError::invalid("store", crate::daemon::error_chain(&e)))?;
                 store
+            },
+            kubernetes: match &self.kubernetes {
+                None => None,
+                Some(k) => {
+                    let lease = opni_metrics_kube::lease::LeaseSettings {
+                        namespace: String::new(),
+                        name: k.lease.name.clone(),
+                        identity: "validation".into(),
+                        lease_duration: k.lease.lease_duration.as_duration(),
+                        renew_deadline: k.lease.renew_deadline.as_duration(),
+                        retry_period: k.lease.retry_period.as_duration(),
+                    };
+                    lease.validate().map_err(|e| ConfigError::invalid("kubernetes.lease", e.to_string()))?;
+                    if !opni_metrics_core::spec::is_dns_label(&k.monitoring_cluster) {
+                        return Err(ConfigError::invalid("kubernetes.monitoringCluster", "must be a DNS label"));
+                    }
+                    Some(k.clone())
+                }
             },
             max_connection_age: self.grpc.max_connection_age.as_duration().max(Duration::from_secs(1)),
             handshake_timeout: self.grpc.handshake_timeout.as_duration().max(Duration::from_millis(100)),

@@ -60,6 +60,12 @@ pub enum StartError {
     /// gRPC reflection could not be set up.
     #[error("grpc reflection")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// No Kubernetes client could be built.
+    #[error("kubernetes")]
+    Kube(#[from] crate::kube_client::KubeClientError),
+    /// The Kubernetes parts could not be set up.
+    #[error("kubernetes")]
+    KubeSetup(#[from] opni_metrics_kube::Error),
     /// The embedded CA failed.
     #[error("embedded CA")]
     Ca(#[from] CaError),
@@ -96,6 +102,8 @@ pub struct RunningGateway {
     pub hub: Hub,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Lease elector and controller: stopped, not drained, on shutdown.
+    background: Vec<JoinHandle<()>>,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -173,11 +181,20 @@ pub async fn start(settings: GatewaySettings, store: Arc<dyn Store>) -> Result<R
     watch_store(state.clone(), hub.clone());
     let statuses = Arc::new(StatusCache::default());
     statuses.start_writer(state.clone());
-    let driver: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::new(
+    let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::new(
         &settings.upstream.url,
         settings.upstream.tenant_header.clone(),
         settings.tenant_deletion,
     ));
+    let mut background = Vec::new();
+    let driver = match &settings.kubernetes {
+        None => external,
+        Some(k) => {
+            let (driver, tasks) = kubernetes(k, external).await?;
+            background = tasks;
+            driver
+        }
+    };
     let uninstaller = Uninstaller::new(state.clone(), hub.clone(), driver);
     uninstaller.resume_all().await?;
 
@@ -271,7 +288,42 @@ pub async fn start(settings: GatewaySettings, store: Arc<dyn Store>) -> Result<R
         hub,
         stop,
         tasks: vec![grpc_task, mgmt_task, http_task],
+        background,
     })
+}
+
+/// The Kubernetes cluster driver, and the MonitoringCluster controller run under the Lease.
+async fn kubernetes(
+    k: &super::config::KubernetesConfig,
+    external: Arc<dyn ClusterDriver>,
+) -> Result<(Arc<dyn ClusterDriver>, Vec<tokio::task::JoinHandle<()>>), StartError> {
+    use opni_metrics_kube::cluster::KubeClusterDriver;
+    use opni_metrics_kube::controller::{self, ControllerSettings};
+    use opni_metrics_kube::lease::{LeaseElector, LeaseSettings, while_leading};
+    let client = crate::kube_client::client(k.kubeconfig.as_deref()).await?;
+    let namespace = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    let driver = KubeClusterDriver::new(client.clone(), namespace.clone(), k.monitoring_cluster.clone())
+        .with_data_driver(external);
+    let mut tasks = Vec::new();
+    if k.controller {
+        let identity = k.identity.clone().unwrap_or_else(crate::daemon::host_name);
+        let elector = LeaseElector::new(
+            client.clone(),
+            LeaseSettings {
+                namespace: namespace.clone(),
+                name: k.lease.name.clone(),
+                identity,
+                lease_duration: k.lease.lease_duration.as_duration(),
+                renew_deadline: k.lease.renew_deadline.as_duration(),
+                retry_period: k.lease.retry_period.as_duration(),
+            },
+        )?;
+        let leading = elector.leading();
+        tasks.push(tokio::spawn(elector.run()));
+        let settings = ControllerSettings { namespace: Some(namespace), ..ControllerSettings::default() };
+        tasks.push(tokio::spawn(while_leading(leading, move || controller::run(client.clone(), settings.clone()))));
+    }
+    Ok((Arc::new(driver), tasks))
 }
 
 /// The management interceptor: `authorization: Bearer <admin token>`.
@@ -289,6 +341,9 @@ impl RunningGateway {
     /// Stops accepting, drains in-flight requests, and returns when everything has stopped.
     pub async fn shutdown(mut self) {
         self.ops.set_ready(false);
+        for t in &self.background {
+            t.abort();
+        }
         let _ = self.stop.send(true);
         self.hub.close_all().await;
         let drain = async {
