@@ -1,6 +1,8 @@
 //! The MonitoringCluster controller and the Lease elector against the in-process fake API
 //! server, through the real kube client and kube-runtime's Controller.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with the failure
+
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -61,7 +63,7 @@ fn sts(fake: &FakeApiServer, name: &str) -> Option<Value> {
 }
 
 async fn wait_sts(fake: &FakeApiServer, name: &'static str, pred: impl Fn(&Value) -> bool + Send + Sync + 'static) {
-    fake.wait_until(move |s| s.get("apps", "statefulsets", Some(NS), name).is_some_and(|o| pred(o)), T).await;
+    fake.wait_until(move |s| s.get("apps", "statefulsets", Some(NS), name).is_some_and(&pred), T).await;
 }
 
 fn all_in_one() -> Value {

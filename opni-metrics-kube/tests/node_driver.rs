@@ -1,5 +1,7 @@
 //! The Kubernetes node driver against the in-process fake API server (real kube client).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic with the failure
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -85,6 +85,14 @@ async fn create_get_replace_conflicts_and_not_found() {
     assert_eq!(stale.code, 409);
 
     assert_eq!(server.writes_by("test"), 6);
+
+    // dryRun answers without storing.
+    let before = server.resource_version();
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let answered = api.create(&dry, &cm("dry", &[])).await.unwrap();
+    assert_eq!(answered.name_any(), "dry");
+    assert!(api.get_opt("dry").await.unwrap().is_none());
+    assert_eq!(server.resource_version(), before);
 }
 
 #[tokio::test]
@@ -603,4 +611,126 @@ async fn served_over_http_with_a_kubeconfig() {
 
     drop(served);
     assert!(api.list(&ListParams::default()).await.is_err(), "a dropped ServedApi stops serving");
+}
+
+#[tokio::test]
+async fn a_custom_resource_definition_serves_its_type() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::runtime::wait::{await_condition, conditions};
+
+    let server = FakeApiServer::new();
+    let client = server.client("installer");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "prometheusagents.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "names": {"kind": "PrometheusAgent", "plural": "prometheusagents", "singular": "prometheusagent"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1alpha1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                "subresources": {"status": {}},
+            }],
+        },
+    }))
+    .unwrap();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply("installer").force(), &Patch::Apply(&crd)).await.unwrap();
+    let established =
+        tokio::time::timeout(WAIT, await_condition(crds.clone(), &name, conditions::is_crd_established()));
+    assert!(established.await.unwrap().unwrap().is_some());
+
+    let resource = prometheus_agent();
+    let api: Api<DynamicObject> = Api::namespaced_with(client, "ns", &resource);
+    let mut agent = DynamicObject::new("agent", &resource).within("ns");
+    agent.data = json!({"spec": {"replicas": 1}, "status": {"ignored": true}});
+    let created = api.patch("agent", &PatchParams::apply("op").force(), &Patch::Apply(&agent)).await.unwrap();
+    assert_eq!(created.data.get("status"), None, "the CRD's version has a status subresource");
+
+    crds.delete(&name, &DeleteParams::default()).await.unwrap();
+    assert_eq!(api_error(api.get("agent").await).code, 404);
+    assert!(server.list("monitoring.coreos.com", "prometheusagents").is_empty());
+}
+
+#[tokio::test]
+async fn watches_follow_selectors_send_bookmarks_and_time_out() {
+    let server = FakeApiServer::new();
+    server.set_bookmark_interval(Duration::from_millis(100));
+    let api: Api<ConfigMap> = Api::namespaced(server.client("test"), "ns");
+    let mut labelled = cm("a", &[]);
+    labelled.metadata.labels = Some(BTreeMap::from([("app".into(), "web".into())]));
+    api.create(&PostParams::default(), &labelled).await.unwrap();
+    let start = server.resource_version().to_string();
+    let params = WatchParams::default().labels("app=web").timeout(1);
+    let mut stream = api.watch(&params, &start).await.unwrap().boxed();
+
+    // Leaving the selector is a DELETED, entering it again an ADDED.
+    let relabel = |app: &str| Patch::Merge(json!({"metadata": {"labels": {"app": app}}}));
+    api.patch("a", &PatchParams::default(), &relabel("db")).await.unwrap();
+    api.patch("a", &PatchParams::default(), &relabel("web")).await.unwrap();
+    api.create(&PostParams::default(), &cm("unlabelled", &[])).await.unwrap();
+    let mut kinds = Vec::new();
+    let mut bookmarks = 0;
+    while let Some(event) = stream.try_next().await.unwrap() {
+        match event {
+            WatchEvent::Added(o) => kinds.push(format!("ADDED {}", o.name_any())),
+            WatchEvent::Modified(o) => kinds.push(format!("MODIFIED {}", o.name_any())),
+            WatchEvent::Deleted(o) => kinds.push(format!("DELETED {}", o.name_any())),
+            WatchEvent::Bookmark(b) => {
+                assert_eq!(b.metadata.resource_version, server.resource_version().to_string());
+                bookmarks += 1;
+            }
+            WatchEvent::Error(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    // The stream ended by itself at timeoutSeconds=1.
+    assert_eq!(kinds, ["DELETED a", "ADDED a"]);
+    assert!(bookmarks >= 2, "bookmarks every 100 ms of silence, got {bookmarks}");
+}
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_runs_cleanup_before_deletion() {
+    use kube::runtime::finalizer::{Error as FinalizerError, Event as Finalizer, finalizer};
+
+    const FINALIZER: &str = "example.com/cleanup";
+    async fn reconcile(object: Arc<ConfigMap>, client: Arc<Client>) -> Result<Action, FinalizerError<kube::Error>> {
+        let api: Api<ConfigMap> = Api::namespaced((*client).clone(), "ns");
+        finalizer(&api, FINALIZER, object, |event| async {
+            match event {
+                Finalizer::Apply(_) => Ok(Action::await_change()),
+                Finalizer::Cleanup(o) => {
+                    let log: Api<ConfigMap> = Api::namespaced((*client).clone(), "ns");
+                    log.create(&PostParams::default(), &cm(&format!("cleaned-{}", o.name_any()), &[])).await?;
+                    Ok(Action::await_change())
+                }
+            }
+        })
+        .await
+    }
+    fn error_policy(_: Arc<ConfigMap>, _: &FinalizerError<kube::Error>, _: Arc<Client>) -> Action {
+        Action::requeue(Duration::from_millis(50))
+    }
+
+    let server = FakeApiServer::new();
+    let client = server.client("controller");
+    let config = watcher::Config::default().labels("managed=yes");
+    let controller = Controller::new(Api::<ConfigMap>::namespaced(client.clone(), "ns"), config)
+        .run(reconcile, error_policy, Arc::new(client))
+        .for_each(|_| async {});
+    let running = tokio::spawn(controller);
+
+    let api: Api<ConfigMap> = Api::namespaced(server.client("user"), "ns");
+    let mut object = cm("x", &[]);
+    object.metadata.labels = Some(BTreeMap::from([("managed".into(), "yes".into())]));
+    api.create(&PostParams::default(), &object).await.unwrap();
+    server
+        .wait_for_object("", "configmaps", Some("ns"), "x", |o| o["metadata"]["finalizers"] == json!([FINALIZER]), WAIT)
+        .await;
+    api.delete("x", &DeleteParams::default()).await.unwrap();
+    server.wait_for_absence("", "configmaps", Some("ns"), "x", WAIT).await;
+    assert!(server.get("", "configmaps", Some("ns"), "cleaned-x").is_some(), "cleanup ran before the deletion");
+    running.abort();
 }

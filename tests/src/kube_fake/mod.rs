@@ -29,9 +29,15 @@
 //!   scoped), configmaps, secrets, services, serviceaccounts, pods; apps/v1 deployments and
 //!   statefulsets (with `/status`); policy/v1 poddisruptionbudgets; rbac.authorization.k8s.io/v1
 //!   clusterroles and clusterrolebindings (cluster scoped), roles and rolebindings;
-//!   coordination.k8s.io/v1 leases. Tests add CRD-backed types with [`FakeApiServer::register`], also
-//!   while clients run ("operator installed later"); [`FakeApiServer::unregister`] deletes the type's
-//!   objects (DELETED events) and ends its watches, like deleting a CRD. Paths of unserved types
+//!   coordination.k8s.io/v1 leases; core/v1 and events.k8s.io/v1 events;
+//!   apiextensions.k8s.io/v1 customresourcedefinitions. Tests add CRD-backed types with
+//!   [`FakeApiServer::register`], also while clients run ("operator installed later"), or by
+//!   creating a `CustomResourceDefinition` object: its storage version (else the first served one),
+//!   scope and status subresource become served at once and the server marks it `NamesAccepted` and
+//!   `Established` (a status write of its own). [`FakeApiServer::unregister`], or deleting the CRD
+//!   object, deletes the type's objects (DELETED events) and ends its watches (the real server
+//!   waits for the custom resources to go before the CRD does). Only one version of a type is
+//!   served (no conversion). Paths of unserved types
 //!   answer 404 `the server could not find the requested resource` (reason NotFound), which is how a
 //!   missing CRD looks. Legacy discovery (`/api`, `/api/v1`, `/apis`, `/apis/{g}`, `/apis/{g}/{v}`)
 //!   and `/version` reflect the registry.
@@ -222,6 +228,9 @@ impl ResourceType {
             Self::namespaced("rbac.authorization.k8s.io", "v1", "Role", "roles"),
             Self::namespaced("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
             Self::namespaced("coordination.k8s.io", "v1", "Lease", "leases"),
+            Self::namespaced("", "v1", "Event", "events"),
+            Self::namespaced("events.k8s.io", "v1", "Event", "events"),
+            Self::cluster(store::CRD_GROUP, "v1", "CustomResourceDefinition", store::CRD_PLURAL).with_status(),
         ]
     }
 }
@@ -437,12 +446,23 @@ impl FakeApiServer {
 
     /// Appends changes to the history and sends them to live watches (under the state lock, so
     /// watches see them in resourceVersion order).
+    ///
+    /// A change of a `CustomResourceDefinition` also updates the registry (see [`Store::sync_crd`]).
     fn publish(&self, state: &mut FakeState, changes: Vec<Change>) {
-        for change in changes {
+        let mut queue: VecDeque<Change> = changes.into();
+        while let Some(change) = queue.pop_front() {
             let change = Arc::new(change);
             state.history.push_back(Arc::clone(&change));
             // No receiver is fine.
-            let _ = self.inner.events.send(WatchMsg::Event(change));
+            let _ = self.inner.events.send(WatchMsg::Event(Arc::clone(&change)));
+            if change.group == store::CRD_GROUP && change.plural == store::CRD_PLURAL {
+                let mut more = Vec::new();
+                let removed = state.store.sync_crd(&change, &mut more);
+                queue.extend(more);
+                for (group, plural) in removed {
+                    let _ = self.inner.events.send(WatchMsg::TypeRemoved(group, plural));
+                }
+            }
         }
         state.trim_history();
     }

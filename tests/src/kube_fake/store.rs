@@ -371,7 +371,85 @@ fn apply_json_patch(doc: &mut Value, body: &[u8]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The group of `CustomResourceDefinition`s.
+pub(crate) const CRD_GROUP: &str = "apiextensions.k8s.io";
+/// Their plural.
+pub(crate) const CRD_PLURAL: &str = "customresourcedefinitions";
+/// Manager name of the server's own status writes.
+const SERVER_MANAGER: &str = "kube-apiserver";
+
+/// The type a `CustomResourceDefinition` object defines: its storage version (else the first served
+/// one), scope, and whether that version has a status subresource.
+pub(crate) fn crd_type(crd: &Value) -> Option<ResourceType> {
+    let spec = crd.get("spec")?;
+    let group = spec.get("group")?.as_str()?;
+    let kind = spec.pointer("/names/kind")?.as_str()?;
+    let plural = spec.pointer("/names/plural")?.as_str()?;
+    let versions = spec.get("versions")?.as_array()?;
+    let version = versions
+        .iter()
+        .find(|v| v.get("storage") == Some(&Value::Bool(true)))
+        .or_else(|| versions.iter().find(|v| v.get("served") == Some(&Value::Bool(true))))?;
+    Some(ResourceType {
+        group: group.to_owned(),
+        version: version.get("name")?.as_str()?.to_owned(),
+        kind: kind.to_owned(),
+        plural: plural.to_owned(),
+        namespaced: spec.get("scope").and_then(Value::as_str) != Some("Cluster"),
+        status_subresource: version.pointer("/subresources/status").is_some(),
+    })
+}
+
 impl Store {
+    /// Keeps the registry in step with a `CustomResourceDefinition` change: a created or changed
+    /// CRD serves its type and is marked `Established` (a status write of its own); a removed one
+    /// stops serving it and deletes its objects. Returns the types that stopped being served.
+    pub(crate) fn sync_crd(&mut self, change: &Change, changes: &mut Vec<Change>) -> Vec<(String, String)> {
+        let Some(rt) = crd_type(&change.object) else { return Vec::new() };
+        if change.kind == ChangeKind::Deleted {
+            self.unregister(&rt.group, &rt.plural, changes);
+            return vec![(rt.group, rt.plural)];
+        }
+        let mut removed = Vec::new();
+        if let Some(previous) = change.previous.as_ref().and_then(crd_type)
+            && (previous.group != rt.group || previous.plural != rt.plural)
+        {
+            self.unregister(&previous.group, &previous.plural, changes);
+            removed.push((previous.group, previous.plural));
+        }
+        if self.type_of(&rt.group, &rt.plural) != Some(&rt) {
+            self.register(rt.clone());
+        }
+        let established = change.object.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| {
+            c.iter().any(|c| c.get("type") == Some(&json!("Established")) && c.get("status") == Some(&json!("True")))
+        });
+        let Some(crd_rt) = self.type_of(CRD_GROUP, CRD_PLURAL).cloned() else { return removed };
+        let Some(name) = meta_str(&change.object, "name").map(str::to_owned) else { return removed };
+        if !established && let Some(stored) = self.get(&crd_rt, None, &name).cloned() {
+            let now = now();
+            let condition = |kind: &str, reason: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now, "reason": reason, "message": ""});
+            let mut new = stored.object.clone();
+            new["status"] = json!({
+                "acceptedNames": change.object.pointer("/spec/names").cloned().unwrap_or_else(|| json!({})),
+                "conditions": [condition("NamesAccepted", "NoConflicts"), condition("Established", "InitialNamesAccepted")],
+                "storedVersions": [rt.version],
+            });
+            let mut managed = stored.managed.clone();
+            ssa::record_update(
+                &mut managed,
+                &stored.object,
+                &new,
+                SERVER_MANAGER,
+                Scope::Status,
+                &crd_rt.api_version(),
+                &now,
+            );
+            // The CRD exists and gains no finalizer: this cannot fail.
+            let _ = self.commit_update(&crd_rt, &obj_key(&crd_rt, None, &name), new, managed, changes);
+        }
+        removed
+    }
+
     pub(crate) fn type_of(&self, group: &str, plural: &str) -> Option<&ResourceType> {
         self.types.get(&(group.to_owned(), plural.to_owned()))
     }
