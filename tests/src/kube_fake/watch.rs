@@ -195,15 +195,12 @@ impl PreparedWatch {
         let far_future = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let mut next_bookmark = Instant::now() + self.bookmark_interval;
         loop {
+            // Biased: queued live events go before a bookmark. A bookmark carries the
+            // resourceVersion of the last event this stream received (matching or not).
             tokio::select! {
+                biased;
                 () = tx.closed() => return,
                 () = tokio::time::sleep_until(deadline.unwrap_or(far_future)) => return,
-                () = tokio::time::sleep_until(next_bookmark), if self.params.bookmarks => {
-                    if tx.send(self.filter.bookmark(self.last_rv, false)).await.is_err() {
-                        return;
-                    }
-                    next_bookmark = Instant::now() + self.bookmark_interval;
-                }
                 msg = self.live.recv() => match msg {
                     Ok(WatchMsg::Event(change)) => {
                         self.last_rv = change.rv;
@@ -223,6 +220,12 @@ impl PreparedWatch {
                     // resourceVersion and gets a replay), or the server is gone.
                     Ok(WatchMsg::Disconnect) | Err(_) => return,
                 },
+                () = tokio::time::sleep_until(next_bookmark), if self.params.bookmarks => {
+                    if tx.send(self.filter.bookmark(self.last_rv, false)).await.is_err() {
+                        return;
+                    }
+                    next_bookmark = Instant::now() + self.bookmark_interval;
+                }
             }
         }
     }
