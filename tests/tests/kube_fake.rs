@@ -734,3 +734,24 @@ async fn kube_runtime_finalizer_helper_runs_cleanup_before_deletion() {
     assert!(server.get("", "configmaps", Some("ns"), "cleaned-x").is_some(), "cleanup ran before the deletion");
     running.abort();
 }
+
+#[tokio::test]
+async fn apply_accepts_yaml_and_requires_a_field_manager() {
+    let server = FakeApiServer::new();
+    let client = server.client("raw");
+    let apply = |query: &str| {
+        http::Request::patch(format!("/api/v1/namespaces/ns/configmaps/y{query}"))
+            .header(http::header::CONTENT_TYPE, "application/apply-patch+yaml")
+            .body(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  k: v\n".to_vec())
+            .unwrap()
+    };
+    let missing = api_error(client.request::<ConfigMap>(apply("")).await);
+    assert_eq!((missing.code, missing.reason.as_str()), (422, "Invalid"));
+    let created = client.request::<ConfigMap>(apply("?fieldManager=yaml")).await.unwrap();
+    assert_eq!(created.data.unwrap()["k"], "v");
+    assert_eq!(managers(&server_object(&server)), vec![("yaml".to_owned(), "Apply".to_owned())]);
+}
+
+fn server_object(server: &FakeApiServer) -> ConfigMap {
+    serde_json::from_value(server.get("", "configmaps", Some("ns"), "y").unwrap()).unwrap()
+}

@@ -511,6 +511,9 @@ impl FakeApiServer {
 
     /// A real kube client talking to this server in process; every request it sends is recorded
     /// with `identity`. Its default namespace is `default`.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (the kube client spawns its request buffer).
     pub fn client(&self, identity: &str) -> kube::Client {
         let identity = Identity(identity.to_owned());
         let service = self.router().map_request(move |mut request: http::Request<kube::client::Body>| {
