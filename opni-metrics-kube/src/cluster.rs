@@ -23,7 +23,7 @@ use crate::apply::apply;
 use crate::crd::MonitoringCluster;
 use crate::crd::monitoring_cluster::{GROUP, VERSION};
 use crate::error::{Error, is_not_found};
-use crate::node::render::{ar, secret};
+use crate::node::render::secret;
 use crate::{FIELD_MANAGER, MANAGED_BY_LABEL};
 
 /// The Kubernetes cluster driver.
@@ -188,7 +188,7 @@ impl KubeClusterDriver {
 }
 
 fn mc_resource() -> kube::api::ApiResource {
-    ar(GROUP, VERSION, "MonitoringCluster", "monitoringclusters")
+    kube::api::ApiResource::erase::<MonitoringCluster>(&())
 }
 
 /// What CortexOps reports for the resource `mc` (absent: not installed).

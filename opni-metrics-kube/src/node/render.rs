@@ -9,7 +9,7 @@ use opni_metrics_core::node::NodeConfig;
 use opni_metrics_core::spec::{ResourceList, ScrapeJob};
 use serde_json::{Value, json};
 
-use crate::crd::prometheus::{CommonPrometheusFields, QueueConfig, RemoteWriteSpec};
+use crate::crd::prometheus::{CommonPrometheusFields, Prometheus, PrometheusAgent, QueueConfig, RemoteWriteSpec};
 use crate::crd::{LabelSelector, LabelSelectorRequirement, SecretKeyRef};
 use crate::error::Error;
 use crate::{FIELD_MANAGER, MANAGED_BY_LABEL};
@@ -80,33 +80,22 @@ impl NodeObject {
 /// The resource type of `strategy`'s custom resource.
 pub fn prometheus_resource(strategy: Strategy) -> ApiResource {
     match strategy {
-        Strategy::PrometheusAgent => ar("monitoring.coreos.com", "v1alpha1", "PrometheusAgent", "prometheusagents"),
-        Strategy::Legacy => ar("monitoring.coreos.com", "v1", "Prometheus", "prometheuses"),
-    }
-}
-
-pub(crate) fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
-    let api_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    ApiResource {
-        group: group.to_owned(),
-        version: version.to_owned(),
-        api_version,
-        kind: kind.to_owned(),
-        plural: plural.to_owned(),
+        Strategy::PrometheusAgent => ApiResource::erase::<PrometheusAgent>(&()),
+        Strategy::Legacy => ApiResource::erase::<Prometheus>(&()),
     }
 }
 
 pub(crate) fn service_account() -> ApiResource {
-    ar("", "v1", "ServiceAccount", "serviceaccounts")
+    ApiResource::erase::<k8s_openapi::api::core::v1::ServiceAccount>(&())
 }
 pub(crate) fn secret() -> ApiResource {
-    ar("", "v1", "Secret", "secrets")
+    ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&())
 }
 pub(crate) fn cluster_role() -> ApiResource {
-    ar("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles")
+    ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRole>(&())
 }
 pub(crate) fn cluster_role_binding() -> ApiResource {
-    ar("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings")
+    ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&())
 }
 
 /// Names of the objects of `s`.
