@@ -141,15 +141,7 @@ impl Ops {
 }
 
 /// `e` and its sources joined with `: `.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg = format!("{msg}: {s}");
-        src = s.source();
-    }
-    msg
-}
+pub use opni_metrics_core::error_chain;
 
 /// Why a daemon did not start: printed as one line, exit code [`EXIT_CONFIG`](crate::EXIT_CONFIG).
 #[derive(Debug)]

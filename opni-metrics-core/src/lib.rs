@@ -56,3 +56,15 @@ pub use id::{CapabilityName, ClusterId, Revision, Timestamp};
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+/// `e` and its sources, joined with `: ` (one line for logs and refusals).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}

@@ -78,14 +78,14 @@ pub async fn run(client: Client, settings: ControllerSettings) {
         .for_each(|r| async move {
             match r {
                 Ok((o, _)) => tracing::debug!(object = %o.name, "reconciled"),
-                Err(e) => tracing::warn!(error = %crate::error_chain(&e), "reconcile failed"),
+                Err(e) => tracing::warn!(error = %opni_metrics_core::error_chain(&e), "reconcile failed"),
             }
         })
         .await;
 }
 
 fn error_policy(mc: Arc<MonitoringCluster>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(name = %mc.name_any(), error = %crate::error_chain(e), "reconcile failed; retrying");
+    tracing::warn!(name = %mc.name_any(), error = %opni_metrics_core::error_chain(e), "reconcile failed; retrying");
     Action::requeue(ERROR_REQUEUE)
 }
 

@@ -39,15 +39,3 @@ pub const FIELD_MANAGER: &str = "opni-metrics";
 
 /// The label marking objects opni-metrics owns (`app.kubernetes.io/managed-by`).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-
-/// `e` and its sources, joined with `: `.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
