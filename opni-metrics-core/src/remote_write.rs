@@ -2,13 +2,16 @@
 //!
 //! [`check`] validates a request's headers and the snappy block preamble without decompressing
 //! or allocating; [`classify`] turns the upstream's outcome into what the agent answers
-//! Prometheus. Both are pure functions, cheap enough for every request.
+//! Prometheus. Both are pure functions, cheap enough for every request. [`ForwardRequest`] and
+//! [`ForwardResponse`] are the contract between the gateway and its upstream forwarder.
 
 mod check;
+mod forward;
 mod status;
 mod wire;
 
 pub use check::{CheckError, Checked, Limits, RequestHead, Version, check, check_content_length};
+pub use forward::{ForwardError, ForwardRequest, ForwardResponse, is_relayed_header, status_class};
 pub use status::{Outcome, Reply, StatusOptions, classify};
 pub use wire::{WireError, check_well_formed};
 

@@ -1,5 +1,6 @@
 //! Kubernetes integration of opni-metrics.
 //!
+//! - [`client`]: a client from a kubeconfig file or inferred (in-cluster, `KUBECONFIG`).
 //! - [`crd`]: our `MonitoringCluster` CRD and typed subsets of the third-party resources we
 //!   write (prometheus-operator, grafana-operator, cert-manager).
 //! - [`cluster`]: the cluster driver (gateway side): CortexOps configuration ⇄ `MonitoringCluster`.
@@ -24,6 +25,7 @@
 //! ```
 
 mod apply;
+pub mod client;
 pub mod cluster;
 pub mod controller;
 pub mod crd;

@@ -1,0 +1,66 @@
+//! The agent's own metrics (prefix `opni_agent_`), served on `/metrics`.
+
+use std::sync::Arc;
+
+use opni_metrics_transport::metrics::{Labels, RequestMetricNames, RequestMetrics};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// The agent's metrics.
+#[derive(Debug)]
+pub struct AgentMetrics {
+    /// The Prometheus-facing hop: requests by status class, bytes, latency, in flight.
+    pub relay: Arc<RequestMetrics>,
+    /// Bytes of request bodies held in flight.
+    pub in_flight_bytes: Gauge,
+    /// Requests refused locally, by reason.
+    pub refused: Family<Labels, Counter>,
+}
+
+const RELAY: RequestMetricNames = RequestMetricNames {
+    requests: ("remote_write_requests", "Remote-write requests answered"),
+    bytes: ("remote_write_bytes", "Compressed remote-write bytes relayed with a 2xx answer"),
+    errors: ("remote_write_errors", "Remote-write requests that ended without an answer"),
+    duration: ("remote_write_duration_seconds", "Latency of relayed remote-write requests"),
+    in_flight: ("remote_write_in_flight_requests", "Remote-write requests in flight"),
+};
+
+impl AgentMetrics {
+    /// Creates the metrics and registers them in `registry` under `opni_agent_`.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let r = registry.sub_registry_with_prefix("opni_agent");
+        let relay = RequestMetrics::register(r, RELAY);
+        let m = Self { relay, in_flight_bytes: Gauge::default(), refused: Family::default() };
+        r.register("remote_write_in_flight_bytes", "Remote-write body bytes held in flight", m.in_flight_bytes.clone());
+        r.register("remote_write_refused", "Remote-write requests refused by the agent", m.refused.clone());
+        Arc::new(m)
+    }
+
+    /// Counts a refusal.
+    pub fn refuse(&self, reason: &str) {
+        self.refused.get_or_create(&vec![("reason".to_owned(), reason.to_owned())]).inc();
+    }
+}
+
+/// Holds in-flight body bytes until dropped, so a cancelled request leaves no drift.
+#[derive(Debug)]
+pub(crate) struct BytesInFlight {
+    gauge: Gauge,
+    n: i64,
+}
+
+impl BytesInFlight {
+    pub(crate) fn new(gauge: &Gauge, n: usize) -> Self {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        gauge.inc_by(n);
+        Self { gauge: gauge.clone(), n }
+    }
+}
+
+impl Drop for BytesInFlight {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.n);
+    }
+}

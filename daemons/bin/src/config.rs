@@ -1,0 +1,5 @@
+//! The daemons' config files: inert YAML data (camelCase keys, unknown keys refused), each
+//! section validated into the libraries' settings.
+
+pub mod agent;
+pub mod gateway;

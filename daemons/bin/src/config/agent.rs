@@ -1,0 +1,301 @@
+//! The agent's config file: inert YAML data, validated into [`AgentPlan`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use opni_metrics_core::duration::PromDuration;
+use opni_metrics_core::remote_write::{Limits, StatusOptions};
+use serde::Deserialize;
+
+use opni_metrics_agent::{AgentSettings, IdentitySource, JoinSettings, RelaySettings};
+use opni_metrics_transport::grpc::ChannelOptions;
+use opni_metrics_transport::tls::TlsFiles;
+
+use super::gateway::{LogConfig, limits, socket};
+use crate::ConfigError;
+
+/// The agent's config file (YAML, camelCase keys). Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Where the agent keeps its identity (key, certificate) and Prometheus's files.
+    pub data_dir: PathBuf,
+    /// How to join the gateway the first time (ignored once an identity exists).
+    pub bootstrap: BootstrapConfig,
+    /// How the local Prometheus is run.
+    pub driver: DriverConfig,
+    /// Where Prometheus sends remote write (`/api/agent/push`), and `/metrics`, `/healthz`,
+    /// `/readyz`.
+    pub http: AgentHttpConfig,
+    /// The gateway.
+    pub gateway: GatewayConnConfig,
+    /// Remote-write relay settings.
+    pub remote_write: AgentRemoteWriteConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data/agent"),
+            bootstrap: BootstrapConfig::default(),
+            driver: DriverConfig::default(),
+            http: AgentHttpConfig::default(),
+            gateway: GatewayConnConfig::default(),
+            remote_write: AgentRemoteWriteConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// First-join settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Bootstrap token (`<id>.<secret>`) from `opni-metrics tokens create`.
+    pub token: Option<String>,
+    /// Cluster id to register as (the gateway picks one when absent).
+    pub cluster_id: Option<String>,
+    /// CA that signs the gateway's certificate (the gateway's `pki/ca.pem`).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Which node driver runs Prometheus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DriverKind {
+    /// A child `prometheus` process in agent mode.
+    #[default]
+    Process,
+    /// A prometheus-operator `PrometheusAgent` (or legacy `Prometheus`) custom resource.
+    Kubernetes,
+    /// No driver: the agent only relays (Prometheus is managed elsewhere).
+    None,
+}
+
+/// Settings of the Kubernetes node driver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubeDriverConfig {
+    /// A kubeconfig file; inferred when absent (in-cluster service account, `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the Prometheus objects; the client's (the pod's own) when absent.
+    pub namespace: Option<String>,
+    /// Base name of the objects.
+    pub name: String,
+    /// The agent's Deployment, which owns the namespaced objects (none when absent).
+    pub owner_deployment: Option<String>,
+    /// Where Prometheus remote-writes: the agent's Service. Default
+    /// `http://<name>.<namespace>.svc:<http port>/api/v1/write`.
+    pub remote_write_url: Option<String>,
+    /// `prometheusAgent` or `legacy` (a `Prometheus` in agent mode).
+    pub strategy: opni_metrics_kube::node::Strategy,
+}
+
+impl Default for KubeDriverConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            namespace: None,
+            name: "opni-metrics-agent".into(),
+            owner_deployment: None,
+            remote_write_url: None,
+            strategy: opni_metrics_kube::node::Strategy::PrometheusAgent,
+        }
+    }
+}
+
+/// Node driver settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct DriverConfig {
+    /// Which driver.
+    pub kind: DriverKind,
+    /// The `prometheus` binary.
+    pub prometheus_binary: PathBuf,
+    /// Longest wait for Prometheus to become ready after a (re)start.
+    pub ready_timeout: PromDuration,
+    /// The Kubernetes driver (`kind: kubernetes`).
+    pub kubernetes: KubeDriverConfig,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            kind: DriverKind::Process,
+            prometheus_binary: PathBuf::from("prometheus"),
+            ready_timeout: PromDuration::from_secs(30),
+            kubernetes: KubeDriverConfig::default(),
+        }
+    }
+}
+
+/// The agent's HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentHttpConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Longest time a client may take to send request headers.
+    pub header_read_timeout: PromDuration,
+}
+
+impl Default for AgentHttpConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8081".into(), header_read_timeout: PromDuration::from_secs(10) }
+    }
+}
+
+/// How to reach the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GatewayConnConfig {
+    /// `host:port` of the gateway's agent-facing gRPC listener.
+    pub address: String,
+    /// The name the gateway's certificate must carry (defaults to the address's host).
+    pub server_name: Option<String>,
+    /// This agent's certificate and key, and the CA that signs the gateway's certificate; when
+    /// absent, the identity obtained at `Join` (in `<dataDir>/identity`) is used.
+    pub tls: Option<TlsFiles>,
+    /// Dial timeout.
+    pub connect_timeout: PromDuration,
+    /// HTTP/2 keepalive PING interval.
+    pub keepalive_interval: PromDuration,
+    /// A gateway silent this long after a PING is considered dead.
+    pub keepalive_timeout: PromDuration,
+}
+
+impl Default for GatewayConnConfig {
+    fn default() -> Self {
+        let o = ChannelOptions::default();
+        Self {
+            address: "127.0.0.1:9090".into(),
+            server_name: None,
+            tls: None,
+            connect_timeout: o.connect_timeout.into(),
+            keepalive_interval: o.keepalive_interval.into(),
+            keepalive_timeout: o.keepalive_timeout.into(),
+        }
+    }
+}
+
+/// Relay settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentRemoteWriteConfig {
+    /// Largest body accepted as sent.
+    pub max_body_bytes: usize,
+    /// Largest decompressed size a body may declare.
+    pub max_decoded_bytes: usize,
+    /// End-to-end deadline of one request (below Prometheus's 30 s).
+    pub request_timeout: PromDuration,
+    /// Most body bytes in flight; beyond it requests get 503 at once.
+    pub max_in_flight_bytes: usize,
+    /// Decompress and check every body's protobuf structure (costs CPU per sample).
+    pub validate: bool,
+    /// Answer 503 instead of 429.
+    pub rate_limit_as_503: bool,
+}
+
+impl Default for AgentRemoteWriteConfig {
+    fn default() -> Self {
+        let r = RelaySettings::default();
+        Self {
+            max_body_bytes: r.limits.max_body_bytes,
+            max_decoded_bytes: r.limits.max_decoded_bytes,
+            request_timeout: r.request_timeout.into(),
+            max_in_flight_bytes: r.max_in_flight_bytes,
+            validate: false,
+            rate_limit_as_503: false,
+        }
+    }
+}
+
+/// A validated agent configuration: the library's settings and the node driver to build.
+#[derive(Debug, Clone)]
+pub struct AgentPlan {
+    /// The agent's settings.
+    pub settings: AgentSettings,
+    /// The node driver section.
+    pub driver: DriverConfig,
+}
+
+impl AgentConfig {
+    /// Validates every field.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<AgentPlan, ConfigError> {
+        let listen = socket("http.listen", &self.http.listen)?;
+        let (host, port) = self
+            .gateway
+            .address
+            .rsplit_once(':')
+            .ok_or_else(|| ConfigError::invalid("gateway.address", "must be host:port"))?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(ConfigError::invalid(
+                "gateway.address",
+                format!("{:?} is not host:port", self.gateway.address),
+            ));
+        }
+        let server_name = self.gateway.server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
+        if let Some(t) = &self.bootstrap.token
+            && !t.contains('.')
+        {
+            return Err(ConfigError::invalid(
+                "bootstrap.token",
+                "expected <id>.<secret> as printed by `opni-metrics tokens create`",
+            ));
+        }
+        if let Some(id) = &self.bootstrap.cluster_id {
+            opni_metrics_core::ClusterId::new(id.as_str())
+                .map_err(|e| ConfigError::invalid("bootstrap.clusterId", e.to_string()))?;
+        }
+        let rw = &self.remote_write;
+        let request_timeout = rw.request_timeout.as_duration();
+        if request_timeout.is_zero() || request_timeout >= Duration::from_secs(30) {
+            return Err(ConfigError::invalid(
+                "remoteWrite.requestTimeout",
+                "must be above 0s and below Prometheus's 30s remote timeout",
+            ));
+        }
+        let limits: Limits = limits("remoteWrite", rw.max_body_bytes, rw.max_decoded_bytes)?;
+        if rw.max_in_flight_bytes < limits.max_body_bytes {
+            return Err(ConfigError::invalid("remoteWrite.maxInFlightBytes", "must be at least maxBodyBytes"));
+        }
+        let mut relay = RelaySettings::default();
+        relay.limits = limits;
+        relay.request_timeout = request_timeout;
+        relay.max_in_flight_bytes = rw.max_in_flight_bytes;
+        relay.validate = rw.validate;
+        relay.status =
+            StatusOptions { rate_limit_as_503: rw.rate_limit_as_503, local_retry_after: Some(Duration::from_secs(1)) };
+        let nonzero = |field: &str, d: PromDuration| {
+            if d.as_millis() == 0 { Err(ConfigError::invalid(field, "must be above 0s")) } else { Ok(d.as_duration()) }
+        };
+        let mut a = AgentSettings::default();
+        a.listen = listen;
+        a.header_read_timeout = nonzero("http.headerReadTimeout", self.http.header_read_timeout)?;
+        a.gateway_address.clone_from(&self.gateway.address);
+        a.gateway_server_name = server_name;
+        a.identity = match &self.gateway.tls {
+            Some(files) => IdentitySource::Files(files.clone()),
+            None => {
+                let mut j = JoinSettings::default();
+                j.token.clone_from(&self.bootstrap.token);
+                j.cluster_id.clone_from(&self.bootstrap.cluster_id);
+                j.ca_file.clone_from(&self.bootstrap.ca_file);
+                IdentitySource::Join(j)
+            }
+        };
+        a.data_dir.clone_from(&self.data_dir);
+        a.channel = ChannelOptions {
+            connect_timeout: nonzero("gateway.connectTimeout", self.gateway.connect_timeout)?,
+            keepalive_interval: nonzero("gateway.keepaliveInterval", self.gateway.keepalive_interval)?,
+            keepalive_timeout: nonzero("gateway.keepaliveTimeout", self.gateway.keepalive_timeout)?,
+        };
+        a.relay = relay;
+        Ok(AgentPlan { settings: a, driver: self.driver.clone() })
+    }
+}

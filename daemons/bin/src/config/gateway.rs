@@ -1,0 +1,472 @@
+//! The gateway's config file: inert YAML data, validated section by section into
+//! [`GatewayPlan`] (the library's [`GatewaySettings`] and what the binary builds itself).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::header::HeaderName;
+use opni_metrics_core::duration::PromDuration;
+use opni_metrics_core::remote_write::{Limits, StatusOptions};
+use serde::Deserialize;
+
+use opni_metrics_gateway::cluster_driver::TenantDeletion;
+use opni_metrics_gateway::sync::SyncTiming;
+use opni_metrics_gateway::{GatewaySettings, Listen, UpstreamSettings};
+use opni_metrics_kube::lease::LeaseSettings;
+use opni_metrics_store::StoreConfig;
+use opni_metrics_transport::tls::TlsFiles;
+
+use crate::{ConfigError, LogFormat};
+
+/// The gateway's config file (YAML, camelCase keys). Every field has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// The agent-facing gRPC listener.
+    pub grpc: GrpcConfig,
+    /// The operational HTTP listener (`/metrics`, `/healthz`, `/readyz`).
+    pub http: HttpConfig,
+    /// The Cortex-compatible store remote-write is forwarded to.
+    pub upstream: UpstreamConfig,
+    /// Limits of relayed remote-write requests.
+    pub remote_write: RemoteWriteConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Where the gateway keeps its state (embedded store, CA, admin token).
+    pub data_dir: PathBuf,
+    /// The management gRPC listener (Capability, NodeConfiguration, Clusters, Bootstrap).
+    pub management: ManagementConfig,
+    /// Sync timing.
+    pub sync: SyncConfig,
+    /// Agent certificates issued at `Join`.
+    pub bootstrap: BootstrapConfig,
+    /// Where state lives: `embedded: {path}` (default `<dataDir>/store.redb`) or
+    /// `etcd: {endpoints, prefix, tls}` for several gateway replicas.
+    pub store: Option<StoreConfig>,
+    /// Kubernetes: the upstream Cortex as a `MonitoringCluster` and its controller.
+    pub kubernetes: Option<KubernetesConfig>,
+}
+
+/// The gateway on Kubernetes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// A kubeconfig file; inferred when absent (in-cluster service account, `KUBECONFIG`).
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the MonitoringCluster, its objects and the Lease; the client's when absent.
+    pub namespace: Option<String>,
+    /// Name of the MonitoringCluster CortexOps writes.
+    pub monitoring_cluster: String,
+    /// Run the MonitoringCluster controller (only while holding the Lease).
+    pub controller: bool,
+    /// This replica's identity in the Lease (the pod name); the host name when absent.
+    pub identity: Option<String>,
+    /// The Lease.
+    pub lease: LeaseConfig,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig: None,
+            namespace: None,
+            monitoring_cluster: "opni".into(),
+            controller: true,
+            identity: None,
+            lease: LeaseConfig::default(),
+        }
+    }
+}
+
+/// Leader election timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LeaseConfig {
+    /// Lease name.
+    pub name: String,
+    /// How long a lease is valid after its last renewal.
+    pub lease_duration: PromDuration,
+    /// How long the leader keeps trying to renew before it stops (below `leaseDuration`).
+    pub renew_deadline: PromDuration,
+    /// Time between attempts.
+    pub retry_period: PromDuration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self {
+            name: "opni-metrics-gateway".into(),
+            lease_duration: PromDuration::from_secs(15),
+            renew_deadline: PromDuration::from_secs(10),
+            retry_period: PromDuration::from_secs(2),
+        }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            grpc: GrpcConfig::default(),
+            http: HttpConfig::default(),
+            upstream: UpstreamConfig::default(),
+            remote_write: RemoteWriteConfig::default(),
+            log: LogConfig::default(),
+            data_dir: PathBuf::from("data/gateway"),
+            management: ManagementConfig::default(),
+            sync: SyncConfig::default(),
+            bootstrap: BootstrapConfig::default(),
+            store: None,
+            kubernetes: None,
+        }
+    }
+}
+
+/// The management listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Address to listen on; must be a loopback address (management is authenticated with a
+    /// bearer token, which only loopback keeps private).
+    pub listen: String,
+    /// File holding the admin bearer token; created with a random token if missing
+    /// (default `<dataDir>/admin.token`).
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:9091".into(), token_file: None }
+    }
+}
+
+/// Sync timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Every connected agent gets `SyncNow` this often (± 20 %).
+    pub resync_interval: PromDuration,
+    /// Heartbeats on the notification streams.
+    pub heartbeat_interval: PromDuration,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { resync_interval: PromDuration::from_secs(300), heartbeat_interval: PromDuration::from_secs(30) }
+    }
+}
+
+/// Bootstrap settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BootstrapConfig {
+    /// Validity of agent certificates.
+    pub cert_validity: PromDuration,
+    /// Names (DNS or IP) on the gateway's certificate when the embedded CA issues it.
+    pub server_names: Vec<String>,
+}
+
+impl Default for BootstrapConfig {
+    fn default() -> Self {
+        Self {
+            cert_validity: PromDuration::from_secs(365 * 24 * 3600),
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+        }
+    }
+}
+
+/// The agent-facing gRPC listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Server certificate, key, and the CA that signs agent certificates; when absent the
+    /// embedded CA (in `<dataDir>/pki`) issues them.
+    pub tls: Option<TlsFiles>,
+    /// Connections older than this are closed gracefully, so certificate rotation and
+    /// revocation take effect.
+    pub max_connection_age: PromDuration,
+    /// Longest time a TLS handshake may take.
+    pub handshake_timeout: PromDuration,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:9090".into(),
+            tls: None,
+            max_connection_age: PromDuration::from_secs(3600),
+            handshake_timeout: PromDuration::from_secs(10),
+        }
+    }
+}
+
+/// The operational HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address to listen on.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0:8080".into() }
+    }
+}
+
+/// The upstream store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Push URL: Cortex/Mimir `…/api/v1/push`, Prometheus `…/api/v1/write`,
+    /// VictoriaMetrics `…/api/v1/write`.
+    pub url: String,
+    /// Header carrying the tenant.
+    pub tenant_header: String,
+    /// Deadline of one upstream request (keep it below the agents' request timeout).
+    pub timeout: PromDuration,
+    /// Most requests in flight upstream; more are refused at once with 503.
+    pub max_concurrency: usize,
+    /// CA bundle for an https upstream (system roots when absent).
+    pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS to the upstream.
+    pub cert: Option<PathBuf>,
+    /// Client key for mutual TLS to the upstream.
+    pub key: Option<PathBuf>,
+    /// Largest upstream response body relayed.
+    pub max_response_body_bytes: usize,
+    /// How the upstream deletes a tenant's data (`cortex` or `unsupported`).
+    pub tenant_deletion: TenantDeletion,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9009/api/v1/push".into(),
+            tenant_header: "X-Scope-OrgID".into(),
+            timeout: PromDuration::from_secs(15),
+            max_concurrency: 1024,
+            ca: None,
+            cert: None,
+            key: None,
+            max_response_body_bytes: 64 * 1024,
+            tenant_deletion: TenantDeletion::Cortex,
+        }
+    }
+}
+
+/// Remote-write limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct RemoteWriteConfig {
+    /// Largest body accepted as sent.
+    pub max_body_bytes: usize,
+    /// Largest decompressed size a body may declare.
+    pub max_decoded_bytes: usize,
+    /// Answer 503 instead of 429 (for senders that never retry 429).
+    pub rate_limit_as_503: bool,
+}
+
+impl Default for RemoteWriteConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self { max_body_bytes: l.max_body_bytes, max_decoded_bytes: l.max_decoded_bytes, rate_limit_as_503: false }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// Filter in `RUST_LOG` syntax.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// A validated gateway configuration: the library's settings plus what the binary builds
+/// itself (the store, the Kubernetes client).
+#[derive(Debug, Clone)]
+pub struct GatewayPlan {
+    /// The gateway's settings.
+    pub settings: GatewaySettings,
+    /// Where state lives.
+    pub store: StoreConfig,
+    /// Kubernetes, when configured.
+    pub kubernetes: Option<KubePlan>,
+}
+
+/// The validated `kubernetes` section.
+#[derive(Debug, Clone)]
+pub struct KubePlan {
+    /// A kubeconfig file; inferred when `None`.
+    pub kubeconfig: Option<PathBuf>,
+    /// The namespace; the client's default when `None`.
+    pub namespace: Option<String>,
+    /// Name of the `MonitoringCluster`.
+    pub monitoring_cluster: String,
+    /// The Lease the controller runs under (its namespace is filled in from the client's when
+    /// empty); `None`: no controller.
+    pub lease: Option<LeaseSettings>,
+}
+
+pub(crate) fn socket(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| ConfigError::invalid(field, format!("{s:?} is not an ip:port address")))
+}
+
+pub(crate) fn limits(field: &str, max_body: usize, max_decoded: usize) -> Result<Limits, ConfigError> {
+    if max_body == 0 || max_body > 256 << 20 {
+        return Err(ConfigError::invalid(format!("{field}.maxBodyBytes"), "must be within 1..=256MiB"));
+    }
+    if max_decoded < max_body || max_decoded > 1 << 30 {
+        return Err(ConfigError::invalid(format!("{field}.maxDecodedBytes"), "must be within maxBodyBytes..=1GiB"));
+    }
+    Ok(Limits { max_body_bytes: max_body, max_decoded_bytes: max_decoded })
+}
+
+pub(crate) fn positive(field: &str, d: PromDuration) -> Result<Duration, ConfigError> {
+    if d.as_millis() == 0 { Err(ConfigError::invalid(field, "must be above 0s")) } else { Ok(d.as_duration()) }
+}
+
+impl UpstreamConfig {
+    /// The upstream settings.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<UpstreamSettings, ConfigError> {
+        let url: http::Uri =
+            self.url.parse().map_err(|_| ConfigError::invalid("upstream.url", format!("{:?} is not a URL", self.url)))?;
+        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
+            return Err(ConfigError::invalid("upstream.url", "must be an http:// or https:// URL with a host"));
+        }
+        let tenant_header = HeaderName::from_bytes(self.tenant_header.as_bytes())
+            .map_err(|_| ConfigError::invalid("upstream.tenantHeader", "not a valid header name"))?;
+        let timeout = self.timeout.as_duration();
+        if timeout.is_zero() || timeout >= Duration::from_secs(30) {
+            return Err(ConfigError::invalid(
+                "upstream.timeout",
+                "must be above 0s and below Prometheus's 30s remote timeout",
+            ));
+        }
+        if self.max_concurrency == 0 {
+            return Err(ConfigError::invalid("upstream.maxConcurrency", "must be at least 1"));
+        }
+        let client_cert = match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            _ => return Err(ConfigError::invalid("upstream.cert", "cert and key must be given together")),
+        };
+        let mut u = UpstreamSettings::default();
+        u.url = url;
+        u.tenant_header = tenant_header;
+        u.timeout = timeout;
+        u.max_concurrency = self.max_concurrency;
+        u.ca.clone_from(&self.ca);
+        u.client_cert = client_cert;
+        u.max_response_body = self.max_response_body_bytes.max(256);
+        u.tenant_deletion = self.tenant_deletion;
+        Ok(u)
+    }
+}
+
+impl SyncConfig {
+    /// The sync timing.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<SyncTiming, ConfigError> {
+        let mut t = SyncTiming::default();
+        t.resync_interval = positive("sync.resyncInterval", self.resync_interval)?;
+        t.heartbeat_interval = positive("sync.heartbeatInterval", self.heartbeat_interval)?;
+        Ok(t)
+    }
+}
+
+impl KubernetesConfig {
+    /// The Kubernetes plan; `identity` is this replica's Lease identity when none is
+    /// configured (the host name).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self, identity: impl FnOnce() -> String) -> Result<KubePlan, ConfigError> {
+        if !opni_metrics_core::spec::is_dns_label(&self.monitoring_cluster) {
+            return Err(ConfigError::invalid("kubernetes.monitoringCluster", "must be a DNS label"));
+        }
+        let lease = if self.controller {
+            let mut l = LeaseSettings::new(
+                self.namespace.clone().unwrap_or_default(),
+                self.lease.name.clone(),
+                self.identity.clone().unwrap_or_else(identity),
+            );
+            l.lease_duration = self.lease.lease_duration.as_duration();
+            l.renew_deadline = self.lease.renew_deadline.as_duration();
+            l.retry_period = self.lease.retry_period.as_duration();
+            l.validate().map_err(|e| ConfigError::invalid("kubernetes.lease", e.to_string()))?;
+            Some(l)
+        } else {
+            None
+        };
+        Ok(KubePlan {
+            kubeconfig: self.kubeconfig.clone(),
+            namespace: self.namespace.clone(),
+            monitoring_cluster: self.monitoring_cluster.clone(),
+            lease,
+        })
+    }
+}
+
+impl GatewayConfig {
+    /// Validates every section.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<GatewayPlan, ConfigError> {
+        let mut listen = Listen::default();
+        listen.grpc = socket("grpc.listen", &self.grpc.listen)?;
+        listen.http = socket("http.listen", &self.http.listen)?;
+        listen.management = socket("management.listen", &self.management.listen)?;
+        if !listen.management.ip().is_loopback() {
+            return Err(ConfigError::invalid(
+                "management.listen",
+                "must be a loopback address: management is protected by a bearer token",
+            ));
+        }
+        if self.bootstrap.server_names.is_empty() {
+            return Err(ConfigError::invalid("bootstrap.serverNames", "must name at least one DNS name or IP address"));
+        }
+        let mut s = GatewaySettings::default();
+        s.listen = listen;
+        s.grpc_tls.clone_from(&self.grpc.tls);
+        s.data_dir.clone_from(&self.data_dir);
+        s.admin_token_file.clone_from(&self.management.token_file);
+        s.sync = self.sync.validate()?;
+        s.cert_validity = positive("bootstrap.certValidity", self.bootstrap.cert_validity)?;
+        s.server_names.clone_from(&self.bootstrap.server_names);
+        s.max_connection_age = self.grpc.max_connection_age.as_duration().max(Duration::from_secs(1));
+        s.handshake_timeout = self.grpc.handshake_timeout.as_duration().max(Duration::from_millis(100));
+        s.upstream = self.upstream.validate()?;
+        s.limits = limits("remoteWrite", self.remote_write.max_body_bytes, self.remote_write.max_decoded_bytes)?;
+        s.status = StatusOptions {
+            rate_limit_as_503: self.remote_write.rate_limit_as_503,
+            local_retry_after: Some(Duration::from_secs(1)),
+        };
+        s.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
+        let store = self.store.clone().unwrap_or_else(|| {
+            StoreConfig::Embedded(opni_metrics_store::embedded::EmbeddedConfig { path: self.data_dir.join("store.redb") })
+        });
+        store.validate().map_err(|e| ConfigError::invalid("store", opni_metrics_core::error_chain(&e)))?;
+        let kubernetes = match &self.kubernetes {
+            None => None,
+            Some(k) => Some(k.validate(crate::host_name)?),
+        };
+        Ok(GatewayPlan { settings: s, store, kubernetes })
+    }
+}

@@ -1,0 +1,251 @@
+//! Shared fixtures of the daemons' integration tests: certificates, an in-process gateway and
+//! agent wired to a scriptable upstream.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opni_metrics_core::store::MemoryStore;
+
+use opni_metrics_core::duration::PromDuration;
+use opni_metrics_core::store::Store;
+use opni_metrics_daemons::config::agent::{AgentConfig, DriverKind};
+use opni_metrics_daemons::config::gateway::GatewayConfig;
+use opni_metrics_gateway::{Gateway, GatewaySettings};
+use opni_metrics_transport::tls::TlsFiles;
+use opni_metrics_tests::pki::{CertFiles, Pki};
+use opni_metrics_tests::upstream::{Behaviour, Upstream};
+
+pub const CLUSTER: &str = "cluster-a";
+
+pub fn files(c: &CertFiles) -> TlsFiles {
+    TlsFiles { cert: c.cert.clone(), key: c.key.clone(), ca: c.ca.clone() }
+}
+
+/// Certificates in a temp dir: one CA, the gateway's cert and an agent cert for CLUSTER.
+pub struct Certs {
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub gateway: CertFiles,
+    pub agent: CertFiles,
+}
+
+pub fn certs() -> Certs {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "test");
+    let gateway = pki.gateway("gateway");
+    let agent = pki.agent("agent", CLUSTER);
+    Certs { dir, pki, gateway, agent }
+}
+
+pub fn gateway_config(certs: &Certs, upstream_url: &str) -> GatewayConfig {
+    let mut c = GatewayConfig::default();
+    c.grpc.listen = "127.0.0.1:0".into();
+    c.http.listen = "127.0.0.1:0".into();
+    c.grpc.tls = Some(files(&certs.gateway));
+    c.management.listen = "127.0.0.1:0".into();
+    c.data_dir = certs.dir.path().join("gateway");
+    c.upstream.url = upstream_url.into();
+    c.upstream.timeout = PromDuration::from_secs(2);
+    c
+}
+
+pub fn agent_config(agent_cert: &CertFiles, gateway_addr: &str) -> AgentConfig {
+    let mut c = AgentConfig::default();
+    c.http.listen = "127.0.0.1:0".into();
+    c.gateway.address = gateway_addr.into();
+    c.gateway.server_name = Some("localhost".into());
+    c.gateway.tls = Some(files(agent_cert));
+    c.gateway.connect_timeout = PromDuration::from_millis(500);
+    c.remote_write.request_timeout = PromDuration::from_secs(5);
+    c.driver.kind = DriverKind::None;
+    c
+}
+
+/// A gateway built over `store` and serving on the settings' listeners, with its addresses.
+pub struct RunningGateway {
+    pub grpc_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    pub management_addr: std::net::SocketAddr,
+    pub admin_token: String,
+    pub ca_path: std::path::PathBuf,
+    pub gateway: Gateway,
+}
+
+impl RunningGateway {
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+    }
+    pub fn hub(&self) -> &opni_metrics_gateway::sync::Hub {
+        self.gateway.hub()
+    }
+}
+
+pub async fn start_gateway(settings: GatewaySettings, store: Arc<dyn Store>) -> RunningGateway {
+    let mut gateway = Gateway::builder(settings).store(store).build().await.unwrap();
+    let a = gateway.bind_and_serve().await.unwrap();
+    RunningGateway {
+        grpc_addr: a.grpc,
+        http_addr: a.http,
+        management_addr: a.management,
+        admin_token: gateway.admin_token().unwrap().to_owned(),
+        ca_path: gateway.ca_path(),
+        gateway,
+    }
+}
+
+/// An agent serving on its settings' listener, with its address.
+pub struct RunningAgent {
+    pub addr: std::net::SocketAddr,
+    pub sync: tokio::sync::watch::Receiver<opni_metrics_agent::sync_loop::SyncState>,
+    pub agent: opni_metrics_agent::Agent,
+}
+
+impl RunningAgent {
+    pub async fn shutdown(self) {
+        self.agent.shutdown().await;
+    }
+}
+
+pub async fn start_agent(c: &AgentConfig) -> RunningAgent {
+    let agent = opni_metrics_daemons::start_agent(c.validate().unwrap()).await.unwrap();
+    RunningAgent { addr: agent.addr().unwrap(), sync: agent.sync_state(), agent }
+}
+
+/// Gateway + agent in-process, in front of a scriptable upstream.
+pub struct Stack {
+    pub certs: Certs,
+    pub upstream: Upstream,
+    pub gateway: Option<RunningGateway>,
+    pub agent: RunningAgent,
+}
+
+impl Stack {
+    pub async fn start(behaviour: Behaviour) -> Self {
+        Self::start_with(behaviour, |_| {}, |_| {}).await
+    }
+
+    pub async fn start_with(
+        behaviour: Behaviour,
+        gw: impl FnOnce(&mut GatewayConfig),
+        ag: impl FnOnce(&mut AgentConfig),
+    ) -> Self {
+        let certs = certs();
+        let upstream = Upstream::start(behaviour).await;
+        let mut gc = gateway_config(&certs, &upstream.url());
+        gw(&mut gc);
+        let gateway = start_gateway(gc.validate().unwrap().settings, Arc::new(MemoryStore::default())).await;
+        let mut ac = agent_config(&certs.agent, &gateway.grpc_addr.to_string());
+        ag(&mut ac);
+        let agent = start_agent(&ac).await;
+        Self { certs, upstream, gateway: Some(gateway), agent }
+    }
+
+    pub fn push_url(&self) -> String {
+        format!("http://{}/api/agent/push", self.agent.addr)
+    }
+}
+
+pub fn body(series: usize) -> Vec<u8> {
+    opni_metrics_tests::rw::encode(&opni_metrics_tests::rw::request(0, series, 1_700_000_000_000, "test_metric"))
+}
+
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A daemon binary running as a child process (killed on drop).
+pub struct Daemon {
+    pub child: tokio::process::Child,
+    pub ready_url: String,
+}
+
+impl Drop for Daemon {
+    /// SIGTERM, so the daemon stops what it started (an agent stops its Prometheus).
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+    }
+}
+
+impl Daemon {
+    /// Spawns `bin` with `args` and waits until `ready_url` answers 2xx.
+    pub async fn spawn_raw(bin: &str, args: Vec<String>, ready_url: String) -> Self {
+        Self::spawn(bin, args, ready_url).await
+    }
+
+    async fn spawn(bin: &str, args: Vec<String>, ready_url: String) -> Self {
+        let child = tokio::process::Command::new(bin)
+            .args(&args)
+            .env("OPNI_GATEWAY_LOG_LEVEL", "warn")
+            .env("OPNI_AGENT_LOG_LEVEL", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Self { child, ready_url };
+        let url = d.ready_url.clone();
+        opni_metrics_tests::http::eventually(WAIT, "daemon ready", || async {
+            match opni_metrics_tests::http::get(&url).await {
+                Ok(r) if r.status.is_success() => Ok(()),
+                Ok(r) => Err(r.status.to_string()),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+        .unwrap();
+        d
+    }
+
+    /// The gateway binary on fixed ports.
+    pub async fn gateway(certs: &Certs, grpc_port: u16, http_port: u16, upstream_url: &str) -> Self {
+        let args = vec![
+            format!("--grpc-listen=127.0.0.1:{grpc_port}"),
+            format!("--http-listen=127.0.0.1:{http_port}"),
+            format!("--tls-cert={}", certs.gateway.cert.display()),
+            format!("--tls-key={}", certs.gateway.key.display()),
+            format!("--tls-ca={}", certs.gateway.ca.display()),
+            format!("--upstream-url={upstream_url}"),
+            format!("--data-dir={}", certs.dir.path().join(format!("gateway-{grpc_port}")).display()),
+            "--management-listen=127.0.0.1:0".into(),
+        ];
+        Self::spawn(env!("CARGO_BIN_EXE_opni-metrics-gateway"), args, format!("http://127.0.0.1:{http_port}/readyz"))
+            .await
+    }
+
+    /// The agent binary on a fixed port.
+    pub async fn agent(certs: &Certs, port: u16, gateway: &str) -> Self {
+        let args = vec![
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--gateway={gateway}"),
+            "--gateway-server-name=localhost".into(),
+            format!("--tls-cert={}", certs.agent.cert.display()),
+            format!("--tls-key={}", certs.agent.key.display()),
+            format!("--tls-ca={}", certs.agent.ca.display()),
+            "--driver=none".into(),
+        ];
+        Self::spawn(env!("CARGO_BIN_EXE_opni-metrics-agent"), args, format!("http://127.0.0.1:{port}/readyz")).await
+    }
+
+    /// SIGKILL: no draining, connections cut.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().await.unwrap()
+    }
+
+    /// SIGTERM, then wait for a clean exit (keeps the handle).
+    pub async fn terminate_ref(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        self.child.wait().await.unwrap()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        self.child.wait().await.unwrap()
+    }
+}

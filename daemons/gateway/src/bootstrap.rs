@@ -1,0 +1,208 @@
+//! The `Bootstrap` service: bootstrap tokens (TTL, max uses, revocable) and `Join`, which trades
+//! a token and a CSR for a client certificate naming the new cluster.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opni_metrics_core::registry::{Cluster, validate_labels};
+use opni_metrics_core::{ClusterId, Timestamp};
+use opni_metrics_proto::IntoStatus;
+use opni_metrics_proto::bootstrap::v1::bootstrap_server::Bootstrap;
+use opni_metrics_proto::bootstrap::v1::{
+    BootstrapToken, CreateTokenRequest, JoinRequest, JoinResponse, RevokeTokenRequest, TokenList,
+};
+use opni_metrics_proto::convert::{std_duration, wire_timestamp};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use super::ca::Ca;
+use super::errors::status;
+use super::state::{State, StateError, now};
+
+/// Longest token lifetime.
+pub(crate) const MAX_TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// A stored token (the secret only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct StoredToken {
+    pub(crate) id: String,
+    secret_sha256: String,
+    created_at: Timestamp,
+    expires_at: Timestamp,
+    max_uses: u32,
+    uses: u32,
+    labels: BTreeMap<String, String>,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn sha256(s: &str) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref())
+}
+
+fn random_hex(n: usize) -> Result<String, Status> {
+    let mut b = vec![0u8; n];
+    SystemRandom::new().fill(&mut b).map_err(|_| Status::internal("no randomness available"))?;
+    Ok(hex(&b))
+}
+
+/// The `Bootstrap` service. On the agent-facing listener (`public`), only `Join` is served.
+#[derive(Clone)]
+pub(crate) struct BootstrapService {
+    state: State,
+    ca: Arc<Ca>,
+    public: bool,
+    cert_validity: Duration,
+}
+
+impl std::fmt::Debug for BootstrapService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BootstrapService").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+impl BootstrapService {
+    /// The service; `public` limits it to `Join`.
+    pub(crate) fn new(state: State, ca: Arc<Ca>, public: bool, cert_validity: Duration) -> Self {
+        Self { state, ca, public, cert_validity }
+    }
+
+    fn management(&self) -> Result<(), Status> {
+        if self.public {
+            Err(Status::permission_denied("token management is served on the management listener"))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn to_wire(t: &StoredToken, secret: Option<&str>) -> BootstrapToken {
+        BootstrapToken {
+            id: t.id.clone(),
+            token: secret.map(|s| format!("{}.{s}", t.id)).unwrap_or_default(),
+            created_at: Some(wire_timestamp(t.created_at)),
+            expires_at: Some(wire_timestamp(t.expires_at)),
+            max_uses: t.max_uses,
+            uses: t.uses,
+            labels: t.labels.clone().into_iter().collect(),
+        }
+    }
+
+    /// Checks a token and counts one use; returns its labels.
+    async fn consume(&self, token: &str) -> Result<BTreeMap<String, String>, Status> {
+        let Some((id, secret)) = token.split_once('.') else {
+            return Err(Status::invalid_argument("token: expected <id>.<secret>"));
+        };
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument("token: expected <id>.<secret>"));
+        }
+        loop {
+            let Some((mut t, rev)) = self.state.token(id).await.map_err(status)? else {
+                return Err(Status::unauthenticated("unknown or revoked bootstrap token"));
+            };
+            if sha256(secret) != t.secret_sha256 {
+                return Err(Status::unauthenticated("unknown or revoked bootstrap token"));
+            }
+            if now() >= t.expires_at {
+                return Err(Status::permission_denied("bootstrap token has expired"));
+            }
+            if t.max_uses > 0 && t.uses >= t.max_uses {
+                return Err(Status::permission_denied(format!(
+                    "bootstrap token has been used {} of {} times",
+                    t.uses, t.max_uses
+                )));
+            }
+            t.uses += 1;
+            if self.state.replace_token(&t, rev).await.map_err(status)? {
+                return Ok(t.labels);
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Bootstrap for BootstrapService {
+    async fn create_token(&self, request: Request<CreateTokenRequest>) -> Result<Response<BootstrapToken>, Status> {
+        self.management()?;
+        let r = request.into_inner();
+        let ttl = match r.ttl {
+            Some(d) => std_duration("ttl", &d).map_err(Status::from)?,
+            None => Duration::from_secs(3600),
+        };
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(Status::invalid_argument(format!(
+                "ttl: must be within 1s..={}h",
+                MAX_TOKEN_TTL.as_secs() / 3600
+            )));
+        }
+        let labels: BTreeMap<String, String> = r.labels.into_iter().collect();
+        validate_labels(&labels).map_err(|e| e.into_status())?;
+        let id = random_hex(6)?;
+        let secret = random_hex(24)?;
+        let at = now();
+        let t = StoredToken {
+            id: id.clone(),
+            secret_sha256: sha256(&secret),
+            created_at: at,
+            expires_at: at.after(ttl),
+            max_uses: r.max_uses,
+            uses: 0,
+            labels,
+        };
+        self.state.create_token(&t).await.map_err(status)?;
+        Ok(Response::new(Self::to_wire(&t, Some(&secret))))
+    }
+
+    async fn list_tokens(&self, _: Request<()>) -> Result<Response<TokenList>, Status> {
+        self.management()?;
+        let items = self.state.tokens().await.map_err(status)?.iter().map(|t| Self::to_wire(t, None)).collect();
+        Ok(Response::new(TokenList { items }))
+    }
+
+    async fn revoke_token(&self, request: Request<RevokeTokenRequest>) -> Result<Response<()>, Status> {
+        self.management()?;
+        let id = request.into_inner().id;
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Status::invalid_argument("id: not a token id"));
+        }
+        if self.state.delete_token(&id).await.map_err(status)? {
+            Ok(Response::new(()))
+        } else {
+            Err(Status::not_found(format!("no token {id}")))
+        }
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        let r = request.into_inner();
+        let id = if r.cluster_id.is_empty() {
+            ClusterId::new(format!("cluster-{}", random_hex(4)?)).map_err(|e| e.into_status())?
+        } else {
+            opni_metrics_proto::convert::cluster_id("cluster_id", r.cluster_id).map_err(Status::from)?
+        };
+        if r.csr_pem.len() > 16 * 1024 {
+            return Err(Status::invalid_argument("csr_pem: larger than 16 KiB"));
+        }
+        if self.state.cluster(&id).await.map_err(status)?.is_some() {
+            return Err(StateError::ClusterExists(id).into_status());
+        }
+        // check the CSR before spending a token use
+        let chain = self
+            .ca
+            .sign_agent(&r.csr_pem, &id, self.cert_validity)
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {}", opni_metrics_core::error_chain(&e))))?;
+        let labels = self.consume(&r.token).await?;
+        let mut cluster = Cluster::new(id.clone());
+        cluster.labels = labels;
+        self.state.create_cluster(&cluster).await.map_err(status)?;
+        tracing::info!(cluster = %id, "cluster joined");
+        Ok(Response::new(JoinResponse {
+            certificate_chain_pem: chain,
+            ca_pem: self.ca.cert_pem().to_owned(),
+            cluster_id: id.to_string(),
+        }))
+    }
+}

@@ -1,0 +1,193 @@
+//! The gateway's upstream forwarder: remote-write bodies go to a Cortex-compatible store as
+//! they came, with exactly one tenant header, as a `tower::Service` over core's
+//! [`ForwardRequest`] whose timeout, concurrency limit and metrics are layers.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, USER_AGENT};
+use http::{Method, Request, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use opni_metrics_core::error_chain;
+use opni_metrics_core::remote_write::{ForwardError, ForwardRequest, ForwardResponse, is_relayed_header};
+use opni_metrics_transport::metrics::{MetricsLayer, RequestMetrics};
+use opni_metrics_transport::tls;
+use rustls::RootCertStore;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+pub use crate::settings::UpstreamSettings;
+
+/// Why the upstream could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// A PEM file failed.
+    #[error("upstream TLS")]
+    Pem(#[from] tls::TlsError),
+    /// rustls refused the configuration.
+    #[error("upstream TLS configuration")]
+    Rustls(#[from] rustls::Error),
+    /// The URL scheme is neither http nor https.
+    #[error("upstream URL {0} must be http:// or https://")]
+    Scheme(Uri),
+}
+
+type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The bare forwarder (no limits): one POST per request on a pooled HTTP/1.1 or HTTP/2 client.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: HttpClient,
+    settings: Arc<UpstreamSettings>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").field("url", &self.settings.url).finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`UpstreamError`].
+    pub fn new(settings: UpstreamSettings) -> Result<Self, UpstreamError> {
+        match settings.url.scheme_str() {
+            Some("http" | "https") => {}
+            _ => return Err(UpstreamError::Scheme(settings.url.clone())),
+        }
+        let roots = match &settings.ca {
+            Some(ca) => Arc::unwrap_or_clone(tls::roots(ca)?),
+            None => {
+                let mut roots = RootCertStore::empty();
+                for c in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(c);
+                }
+                roots
+            }
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots);
+        let tls = match &settings.client_cert {
+            Some((cert, key)) => {
+                builder.with_client_auth_cert(tls::read_certs("certificate", cert)?, tls::read_key(key)?)?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .build(https);
+        Ok(Self { client, settings: Arc::new(settings) })
+    }
+}
+
+impl Service<ForwardRequest> for Forwarder {
+    type Response = ForwardResponse;
+    type Error = ForwardError;
+    type Future = BoxFuture<'static, Result<ForwardResponse, ForwardError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ForwardError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: ForwardRequest) -> Self::Future {
+        let client = self.client.clone();
+        let s = Arc::clone(&self.settings);
+        Box::pin(async move {
+            let mut builder = Request::builder()
+                .method(Method::POST)
+                .uri(s.url.clone())
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_str(&req.content_type)
+                        .map_err(|_| ForwardError::Unreachable("content type is not a header value".into()))?,
+                )
+                .header(CONTENT_ENCODING, HeaderValue::from_static("snappy"))
+                .header(
+                    USER_AGENT,
+                    HeaderValue::from_static(concat!("opni-metrics-gateway/", env!("CARGO_PKG_VERSION"))),
+                );
+            if let Some(v) = req.version {
+                let v = HeaderValue::from_str(&v)
+                    .map_err(|_| ForwardError::Unreachable("version is not a header value".into()))?;
+                builder = builder.header("x-prometheus-remote-write-version", v);
+            }
+            let tenant = HeaderValue::from_str(req.tenant.as_str())
+                .map_err(|_| ForwardError::Unreachable("tenant is not a valid header value".into()))?;
+            builder = builder.header(s.tenant_header.clone(), tenant);
+            let request = builder.body(Full::new(req.body)).map_err(|e| ForwardError::Unreachable(e.to_string()))?;
+            let response = client.request(request).await.map_err(|e| ForwardError::Unreachable(error_chain(&e)))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .filter(|(n, _)| is_relayed_header(n.as_str()))
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect();
+            let body = match Limited::new(response.into_body(), s.max_response_body).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::from_static(b"(upstream response body unreadable or too long)"),
+            };
+            Ok(ForwardResponse { status, body, headers })
+        })
+    }
+}
+
+/// The forwarder with its layers, cheap to clone (clones share the limits and the pool).
+pub type ForwardService = BoxCloneSyncService<ForwardRequest, ForwardResponse, ForwardError>;
+
+/// Stacks metrics (outermost, so shed and timed-out requests are counted), load shedding at
+/// the concurrency limit, and the deadline on `forwarder`.
+pub fn stack(forwarder: Forwarder, metrics: Arc<RequestMetrics>) -> ForwardService {
+    let timeout = forwarder.settings.timeout;
+    let limit = forwarder.settings.max_concurrency.max(1);
+    let svc = ServiceBuilder::new()
+        .layer(MetricsLayer::new(metrics))
+        .map_err(|e: tower::BoxError| {
+            if e.is::<tower::timeout::error::Elapsed>() {
+                ForwardError::Timeout
+            } else if e.is::<tower::load_shed::error::Overloaded>() {
+                ForwardError::Overloaded
+            } else {
+                match e.downcast::<ForwardError>() {
+                    Ok(f) => *f,
+                    Err(e) => ForwardError::Unreachable(e.to_string()),
+                }
+            }
+        })
+        .load_shed()
+        .concurrency_limit(limit)
+        .timeout(timeout)
+        .service(forwarder);
+    BoxCloneSyncService::new(svc)
+}
+
+/// Forwards `req` through `svc`.
+///
+/// # Errors
+/// [`ForwardError`].
+pub async fn forward(svc: &ForwardService, req: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
+    svc.clone().oneshot(req).await
+}

@@ -1,0 +1,547 @@
+//! [`Gateway`]: built from settings and parts by [`GatewayBuilder`], it hands out its gRPC
+//! services for an embedder's own servers or serves them itself, and owns every task it starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opni_metrics_core::driver::ClusterDriver;
+use opni_metrics_core::node::UpstreamState;
+use opni_metrics_core::remote_write::{ForwardError, ForwardRequest, ForwardResponse};
+use opni_metrics_core::store::Store;
+use opni_metrics_proto::bootstrap::v1::bootstrap_server::BootstrapServer;
+use opni_metrics_proto::capability::v1::capability_server::CapabilityServer;
+use opni_metrics_proto::clusters::v1::clusters_server::ClustersServer;
+use opni_metrics_proto::node::v1::node_sync_server::NodeSyncServer;
+use opni_metrics_proto::nodeconfig::v1::node_configuration_server::NodeConfigurationServer;
+use opni_metrics_proto::remote::v1::remote_write_server::RemoteWriteServer;
+use opni_metrics_transport::Tasks;
+use opni_metrics_transport::grpc::tls_incoming;
+use opni_metrics_transport::http::{self as http_server, ServerOptions};
+use opni_metrics_transport::ops::Ops;
+use opni_metrics_transport::tls::{TlsError, TlsFiles};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service};
+
+use crate::auth::{AdminToken, Authenticator, interceptor};
+use crate::bootstrap::BootstrapService;
+use crate::ca::{Ca, CaError};
+use crate::capability::CapabilityService;
+use crate::cluster_driver::ExternalCluster;
+use crate::clusters::ClustersService;
+use crate::forward::{ForwardService, Forwarder, UpstreamError, stack};
+use crate::metrics::GatewayMetrics;
+use crate::nodeconfig::NodeConfigService;
+use crate::remote_write::RemoteWriteService;
+use crate::settings::{GatewaySettings, InvalidSetting, Listen};
+use crate::state::{State, StateError};
+use crate::sync::{Hub, NodeSyncService, StatusCache, os_seed, watch_store};
+use crate::uninstall::Uninstaller;
+
+/// Why a gateway could not be built or start serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A setting cannot work.
+    #[error("invalid settings")]
+    Settings(#[from] InvalidSetting),
+    /// No store was given to the builder.
+    #[error("no store: call GatewayBuilder::store")]
+    NoStore,
+    /// TLS files are unusable.
+    #[error("grpc.tls")]
+    Tls(#[from] TlsError),
+    /// The upstream client could not be built.
+    #[error("upstream")]
+    Upstream(#[from] UpstreamError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// gRPC reflection could not be set up.
+    #[error("grpc reflection")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The Kubernetes parts could not be set up.
+    #[cfg(feature = "kubernetes")]
+    #[error("kubernetes")]
+    Kube(#[from] opni_metrics_kube::Error),
+    /// The embedded CA failed.
+    #[error("embedded CA")]
+    Ca(#[from] CaError),
+    /// A file failed.
+    #[error("{path}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The state could not be read.
+    #[error("state")]
+    State(#[from] StateError),
+    /// [`Gateway::serve`] was called twice.
+    #[error("the gateway is already serving")]
+    AlreadyServing,
+}
+
+type LayerFn = Box<dyn FnOnce(ForwardService) -> ForwardService + Send>;
+
+/// Builds a [`Gateway`]. Only the store is required; every other part has a default.
+#[must_use = "a builder does nothing until built"]
+pub struct GatewayBuilder {
+    settings: GatewaySettings,
+    store: Option<Arc<dyn Store>>,
+    cluster_driver: Option<Arc<dyn ClusterDriver>>,
+    upstream: Option<ForwardService>,
+    layers: Vec<LayerFn>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    metrics: Option<Arc<GatewayMetrics>>,
+    #[cfg(feature = "kubernetes")]
+    kubernetes: Option<crate::kubernetes::KubernetesSettings>,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl GatewayBuilder {
+    /// Where the gateway keeps its state (required): an embedded or etcd store from
+    /// `opni-metrics-store`, core's `MemoryStore`, or the embedder's own [`Store`].
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The upstream's cluster driver (install, status, tenant deletion). Default: the external
+    /// driver for the upstream URL (Cortex purger API), or the `MonitoringCluster` driver when
+    /// [`GatewayBuilder::kubernetes`] is set.
+    pub fn cluster_driver(mut self, driver: Arc<dyn ClusterDriver>) -> Self {
+        self.cluster_driver = Some(driver);
+        self
+    }
+
+    /// Replaces the upstream forwarder (default: HTTP(S) POST to `upstream.url` with the
+    /// concurrency limit, deadline and metrics layers).
+    pub fn upstream_service(mut self, service: ForwardService) -> Self {
+        self.upstream = Some(service);
+        self
+    }
+
+    /// Wraps the forwarding stack in `layer` (budgets, auditing, sharding…). Layers apply in
+    /// the order added, the last added outermost.
+    pub fn forward_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<ForwardService> + Send + 'static,
+        L::Service: Service<ForwardRequest, Response = ForwardResponse, Error = ForwardError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<ForwardRequest>>::Future: Send + 'static,
+    {
+        self.layers.push(Box::new(move |svc| BoxCloneSyncService::new(layer.layer(svc))));
+        self
+    }
+
+    /// Who may call the management services. Default: [`AdminToken`] with the token in
+    /// `admin_token_file` (created when missing).
+    pub fn authenticator(mut self, auth: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(auth);
+        self
+    }
+
+    /// Registers the gateway's metrics in the embedder's `registry` (default: a registry of
+    /// the gateway's own, served by [`Gateway::serve`] on `/metrics`).
+    pub fn metrics(mut self, registry: &mut Registry) -> Self {
+        self.metrics = Some(GatewayMetrics::register(registry));
+        self
+    }
+
+    /// Runs on Kubernetes: the `MonitoringCluster` cluster driver and, with a Lease, its
+    /// controller on the leading replica.
+    #[cfg(feature = "kubernetes")]
+    pub fn kubernetes(mut self, k: crate::kubernetes::KubernetesSettings) -> Self {
+        self.kubernetes = Some(k);
+        self
+    }
+
+    /// Builds the gateway: opens the CA, starts the sync hub, the store watcher, the status
+    /// writer and unfinished uninstall tasks. Binds nothing; see [`Gateway::serve`] and
+    /// [`Gateway::agent_services`]. Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`StartError`]; nothing is left running.
+    pub async fn build(self) -> Result<Gateway, StartError> {
+        let settings = self.settings;
+        settings.validate()?;
+        let store = self.store.ok_or(StartError::NoStore)?;
+        let tasks = Tasks::new();
+        let own_registry = self.metrics.is_none();
+        let mut registry = Registry::default();
+        let metrics = self.metrics.unwrap_or_else(|| GatewayMetrics::register(&mut registry));
+        let ops = Ops::new(if own_registry { registry } else { Registry::default() });
+        let mut forward = match self.upstream {
+            Some(s) => s,
+            None => stack(Forwarder::new(settings.upstream.clone())?, Arc::clone(&metrics.upstream)),
+        };
+        for layer in self.layers {
+            forward = layer(forward);
+        }
+        let ca = Arc::new(Ca::load_or_create(&settings.data_dir.join("pki"))?);
+        let (admin_token, authenticator) = match self.authenticator {
+            Some(a) => (None, a),
+            None => {
+                let t = admin_token(&settings.admin_token_path())?;
+                let a: Arc<dyn Authenticator> = Arc::new(AdminToken::new(&t));
+                (Some(t), a)
+            }
+        };
+        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::new(
+            &settings.upstream.url,
+            settings.upstream.tenant_header.clone(),
+            settings.upstream.tenant_deletion,
+        ));
+        #[cfg(feature = "kubernetes")]
+        let default_driver = match self.kubernetes {
+            Some(k) => crate::kubernetes::start(k, Arc::clone(&external), &tasks)?,
+            None => external,
+        };
+        #[cfg(not(feature = "kubernetes"))]
+        let default_driver = external;
+        let driver = self.cluster_driver.unwrap_or(default_driver);
+
+        let state = State::new(store, UpstreamState::Installed);
+        let hub = Hub::start(settings.sync, os_seed(), &tasks);
+        watch_store(state.clone(), hub.clone(), &tasks);
+        let statuses = Arc::new(StatusCache::default());
+        statuses.start_writer(state.clone(), &tasks);
+        let uninstaller = Uninstaller::new(state.clone(), hub.clone(), driver, tasks.clone());
+        if let Err(e) = uninstaller.resume_all().await {
+            tasks.abort_all();
+            return Err(e.into());
+        }
+        Ok(Gateway {
+            settings,
+            state,
+            hub,
+            statuses,
+            uninstaller,
+            ca,
+            metrics,
+            ops,
+            forward,
+            authenticator,
+            admin_token,
+            tasks,
+            serving: None,
+        })
+    }
+}
+
+/// The listeners of [`Gateway::serve`].
+#[derive(Debug)]
+pub struct Listeners {
+    /// Agent-facing gRPC over mutual TLS.
+    pub grpc: TcpListener,
+    /// Ops HTTP.
+    pub http: TcpListener,
+    /// Management gRPC.
+    pub management: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `listen`.
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] naming the address.
+    pub async fn bind(listen: &Listen) -> Result<Self, StartError> {
+        Ok(Self { grpc: bind(listen.grpc).await?, http: bind(listen.http).await?, management: bind(listen.management).await? })
+    }
+}
+
+/// Where a serving gateway listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// Agent-facing gRPC.
+    pub grpc: SocketAddr,
+    /// Ops HTTP.
+    pub http: SocketAddr,
+    /// Management gRPC.
+    pub management: SocketAddr,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+/// A built gateway. Dropping it aborts every task it started; [`Gateway::shutdown`] stops
+/// them gracefully.
+pub struct Gateway {
+    settings: GatewaySettings,
+    state: State,
+    hub: Hub,
+    statuses: Arc<StatusCache>,
+    uninstaller: Uninstaller,
+    ca: Arc<Ca>,
+    metrics: Arc<GatewayMetrics>,
+    ops: Arc<Ops>,
+    forward: ForwardService,
+    authenticator: Arc<dyn Authenticator>,
+    admin_token: Option<String>,
+    tasks: Tasks,
+    serving: Option<Addresses>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("serving", &self.serving).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// A builder over `settings`.
+    pub fn builder(settings: GatewaySettings) -> GatewayBuilder {
+        GatewayBuilder {
+            settings,
+            store: None,
+            cluster_driver: None,
+            upstream: None,
+            layers: Vec::new(),
+            authenticator: None,
+            metrics: None,
+            #[cfg(feature = "kubernetes")]
+            kubernetes: None,
+        }
+    }
+
+    /// The agent-facing services: `RemoteWrite`, `NodeSync` and `Bootstrap` (only `Join`).
+    /// Mount them on a server whose connections carry an identity: the transport's
+    /// mutual-TLS listener ([`tls_incoming`]) or a layer of the embedder's that inserts an
+    /// [`AgentIdentity`](crate::auth::AgentIdentity) into each request.
+    pub fn agent_services(&self) -> Routes {
+        let max_msg = self.settings.limits.max_body_bytes + 64 * 1024;
+        let remote = RemoteWriteServer::new(RemoteWriteService::new(
+            self.forward.clone(),
+            self.settings.limits,
+            self.settings.status,
+            Arc::clone(&self.metrics),
+        ))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(max_msg);
+        let node_sync =
+            NodeSyncServer::new(NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses)));
+        let join = BootstrapServer::new(BootstrapService::new(
+            self.state.clone(),
+            Arc::clone(&self.ca),
+            true,
+            self.settings.cert_validity,
+        ));
+        Routes::new(remote).add_service(node_sync).add_service(join)
+    }
+
+    /// The management services (`Capability`, `NodeConfiguration`, `Clusters`, `Bootstrap`),
+    /// each behind the [`Authenticator`].
+    pub fn management_services(&self) -> Routes {
+        let check = interceptor(Arc::clone(&self.authenticator));
+        let state = &self.state;
+        Routes::new(CapabilityServer::with_interceptor(
+            CapabilityService::new(state.clone(), self.hub.clone(), Arc::clone(&self.statuses), self.uninstaller.clone()),
+            check.clone(),
+        ))
+        .add_service(NodeConfigurationServer::with_interceptor(NodeConfigService::new(state.clone()), check.clone()))
+        .add_service(ClustersServer::with_interceptor(ClustersService::new(state.clone()), check.clone()))
+        .add_service(BootstrapServer::with_interceptor(
+            BootstrapService::new(state.clone(), Arc::clone(&self.ca), false, self.settings.cert_validity),
+            check,
+        ))
+    }
+
+    /// Serves the agent services over mutual TLS on `listeners.grpc` (with health and
+    /// reflection), the management services on `listeners.management`, and the ops endpoints
+    /// on `listeners.http`; then reports ready. The servers run until [`Gateway::shutdown`].
+    ///
+    /// # Errors
+    /// [`StartError`]: TLS files, reflection; [`StartError::AlreadyServing`] the second time.
+    pub async fn serve(&mut self, listeners: Listeners) -> Result<Addresses, StartError> {
+        if self.serving.is_some() {
+            return Err(StartError::AlreadyServing);
+        }
+        let s = &self.settings;
+        let local = |l: &TcpListener| {
+            l.local_addr().map_err(|source| StartError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })
+        };
+        let addrs =
+            Addresses { grpc: local(&listeners.grpc)?, http: local(&listeners.http)?, management: local(&listeners.management)? };
+        let serving = serving_files(s, &self.ca)?;
+        let tls = serving.watch(Duration::from_secs(5), |f| f.server_config_with(true), &self.tasks)?;
+        let metrics = Arc::clone(&self.metrics);
+        let incoming =
+            tls_incoming(&self.tasks, listeners.grpc, tls, s.handshake_timeout, move |kind| metrics.tls_failure(kind));
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<RemoteWriteServer<RemoteWriteService>>().await;
+        health_reporter.set_serving::<NodeSyncServer<NodeSyncService>>().await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(opni_metrics_proto::FILE_DESCRIPTOR_SET)
+                .build_v1()
+        };
+        let token = self.tasks.token();
+        let agent = tonic::transport::Server::builder()
+            .max_connection_age(s.max_connection_age)
+            .max_connection_age_grace(Duration::from_secs(30))
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .max_concurrent_streams(Some(4096))
+            .initial_connection_window_size(Some(8 << 20))
+            .initial_stream_window_size(Some(2 << 20))
+            .add_routes(self.agent_services())
+            .add_service(health.clone())
+            .add_service(reflection()?)
+            .serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
+        self.tasks.spawn_graceful("grpc-agent", async move {
+            if let Err(e) = agent.await {
+                tracing::error!(error = %e, "agent-facing gRPC server failed");
+            }
+        });
+        let mgmt = tonic::transport::Server::builder()
+            .add_routes(self.management_services())
+            .add_service(health)
+            .add_service(reflection()?)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listeners.management),
+                token.clone().cancelled_owned(),
+            );
+        self.tasks.spawn_graceful("grpc-management", async move {
+            if let Err(e) = mgmt.await {
+                tracing::error!(error = %e, "management gRPC server failed");
+            }
+        });
+        let ops = Arc::clone(&self.ops);
+        let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let resp = ops.route_or_404(req.uri().path());
+            async move { Ok::<_, std::convert::Infallible>(resp) }
+        });
+        let opts = ServerOptions { drain_timeout: s.drain_timeout, ..ServerOptions::default() };
+        self.tasks.spawn_graceful("http-ops", http_server::serve(listeners.http, handler, opts, token.cancelled_owned()));
+        self.ops.set_ready(true);
+        self.serving = Some(addrs);
+        tracing::info!(grpc = %addrs.grpc, http = %addrs.http, management = %addrs.management,
+            upstream = %s.upstream.url, "gateway ready");
+        Ok(addrs)
+    }
+
+    /// Binds [`GatewaySettings::listen`] and [`Gateway::serve`]s on it.
+    ///
+    /// # Errors
+    /// [`StartError`].
+    pub async fn bind_and_serve(&mut self) -> Result<Addresses, StartError> {
+        let listeners = Listeners::bind(&self.settings.listen).await?;
+        self.serve(listeners).await
+    }
+
+    /// Where the gateway serves, once [`Gateway::serve`] succeeded.
+    pub fn addresses(&self) -> Option<Addresses> {
+        self.serving
+    }
+
+    /// The admin bearer token, when the default [`AdminToken`] authenticator is in use.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    /// The CA certificate file agents must trust (or pin) to join.
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca.cert_path()
+    }
+
+    /// The ops state (`/metrics`, `/healthz`, `/readyz`).
+    pub fn ops(&self) -> &Arc<Ops> {
+        &self.ops
+    }
+
+    /// The sync hub.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Typed access to the gateway's state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The settings it was built with.
+    pub fn settings(&self) -> &GatewaySettings {
+        &self.settings
+    }
+
+    /// Stops accepting, ends the agents' notification streams, drains in-flight requests for
+    /// up to the drain timeout, and returns when every task has stopped.
+    pub async fn shutdown(self) {
+        self.ops.set_ready(false);
+        let d = self.tasks.shutdown(self.settings.drain_timeout).await;
+        if d.aborted > 0 {
+            tracing::warn!(aborted = d.aborted, "some work did not finish within the drain timeout");
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+fn admin_token(path: &Path) -> Result<String, StartError> {
+    let io = |source| StartError::Io { path: path.to_owned(), source };
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_owned();
+        if !t.is_empty() {
+            return Ok(t);
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut b = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .map_err(|_| StartError::Io { path: path.to_owned(), source: std::io::Error::other("no randomness") })?;
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    crate::ca::write_private(path, &token).map_err(|e| match e {
+        CaError::Io { path, source } => StartError::Io { path, source },
+        e => StartError::Ca(e),
+    })?;
+    Ok(token)
+}
+
+/// Files for the agent-facing listener: the operator's, with the embedded CA added to the
+/// client CA bundle (agents joined through `Join` carry its certificates), or the embedded
+/// CA's own.
+fn serving_files(settings: &GatewaySettings, ca: &Ca) -> Result<TlsFiles, StartError> {
+    match &settings.grpc_tls {
+        None => Ok(ca.server_files(&settings.server_names)?),
+        Some(files) => {
+            let bundle = settings.data_dir.join("pki").join("client-ca-bundle.pem");
+            let io = |path: &Path| {
+                let path = path.to_owned();
+                move |source| StartError::Io { path, source }
+            };
+            let mut pem = std::fs::read_to_string(&files.ca).map_err(io(&files.ca))?;
+            pem.push('\n');
+            pem.push_str(ca.cert_pem());
+            std::fs::write(&bundle, pem).map_err(io(&bundle))?;
+            Ok(TlsFiles { cert: files.cert.clone(), key: files.key.clone(), ca: bundle })
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The gateway's own metrics (prefix `opni_gateway_`), served on `/metrics`.
+
+use std::sync::Arc;
+
+use opni_metrics_core::ClusterId;
+use opni_metrics_core::remote_write::ForwardResponse;
+use opni_metrics_transport::metrics::{Labels, RequestMetricNames, RequestMetrics};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+/// The gateway's metrics.
+#[derive(Debug)]
+pub struct GatewayMetrics {
+    /// The upstream hop: requests by cluster and status class, bytes, errors, latency,
+    /// in flight.
+    pub upstream: Arc<RequestMetrics>,
+    /// Samples the upstream reported written (remote write 2.0 headers), by cluster.
+    pub samples_written: Family<Labels, Counter>,
+    /// Pushes refused by the gateway's own checks or auth, by reason.
+    pub refused: Family<Labels, Counter>,
+    /// Failed TLS handshakes, by kind.
+    pub tls_failures: Family<Labels, Counter>,
+}
+
+/// The names of the upstream hop's metrics.
+const UPSTREAM: RequestMetricNames = RequestMetricNames {
+    requests: ("remote_write_requests", "Remote-write requests answered by the upstream"),
+    bytes: ("remote_write_bytes", "Compressed remote-write bytes forwarded with a 2xx answer"),
+    errors: ("upstream_errors", "Forwarding failures without an upstream answer"),
+    duration: ("upstream_request_duration_seconds", "Latency of upstream remote-write requests"),
+    in_flight: ("upstream_in_flight_requests", "Remote-write requests in flight upstream"),
+};
+
+fn reason(r: &str) -> Labels {
+    vec![("reason".to_owned(), r.to_owned())]
+}
+
+impl GatewayMetrics {
+    /// Creates the metrics and registers them in `registry` under `opni_gateway_`.
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let r = registry.sub_registry_with_prefix("opni_gateway");
+        let upstream = RequestMetrics::register(r, UPSTREAM);
+        let m = Self {
+            upstream,
+            samples_written: Family::default(),
+            refused: Family::default(),
+            tls_failures: Family::default(),
+        };
+        r.register(
+            "remote_write_samples_written",
+            "Samples the upstream reported written (remote write 2.0)",
+            m.samples_written.clone(),
+        );
+        r.register("remote_write_refused", "Pushes refused by the gateway", m.refused.clone());
+        r.register("tls_handshake_failures", "Failed TLS handshakes", m.tls_failures.clone());
+        Arc::new(m)
+    }
+
+    /// Counts a refused push.
+    pub fn refuse(&self, why: &str) {
+        self.refused.get_or_create(&reason(why)).inc();
+    }
+
+    /// Counts a failed handshake.
+    pub fn tls_failure(&self, kind: &str) {
+        self.tls_failures.get_or_create(&reason(kind)).inc();
+    }
+
+    /// Counts what a 2xx answer reported written.
+    pub fn written(&self, tenant: &ClusterId, r: &ForwardResponse) {
+        let n = r.samples_written();
+        if (200..300).contains(&r.status) && n > 0 {
+            self.samples_written.get_or_create(&vec![("cluster".to_owned(), tenant.as_str().to_owned())]).inc_by(n);
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! gRPC over mutual TLS: a server-side stream of verified connections that carry the peer's
+//! identity into every request, and a client channel that dials with our TLS config.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use opni_metrics_core::ClusterId;
+use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::tls::{IdentityError, peer_cluster_id};
+
+/// Who is on the other end of a connection, as its verified certificate says.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// The cluster named by the certificate's URI SAN, or why there is none.
+    pub cluster: Result<ClusterId, IdentityError>,
+    /// The peer's address.
+    pub remote_addr: SocketAddr,
+}
+
+impl PeerIdentity {
+    /// The identity carried by a tonic request, as the server's connection layer put it there.
+    ///
+    /// # Errors
+    /// `Unauthenticated` when the request carries no cluster identity.
+    pub fn cluster_of<T>(req: &tonic::Request<T>) -> Result<ClusterId, tonic::Status> {
+        match req.extensions().get::<PeerIdentity>() {
+            Some(PeerIdentity { cluster: Ok(id), .. }) => Ok(id.clone()),
+            Some(PeerIdentity { cluster: Err(e), .. }) => Err(tonic::Status::unauthenticated(e.to_string())),
+            None => Err(tonic::Status::unauthenticated("no client certificate")),
+        }
+    }
+}
+
+/// A TLS connection whose handshake (with client certificate) succeeded.
+#[derive(Debug)]
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    identity: PeerIdentity,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = PeerIdentity;
+    fn connect_info(&self) -> PeerIdentity {
+        self.identity.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections on `listener` and completes TLS handshakes concurrently (each within
+/// `handshake_timeout`), yielding verified connections. Failed handshakes are logged and
+/// counted by `on_failure`, never yielded. The current config of `tls` is used for every new
+/// connection, so reloaded certificates apply at once. The accept loop runs in `tasks`.
+pub fn tls_incoming(
+    tasks: &crate::Tasks,
+    listener: TcpListener,
+    tls: watch::Receiver<Arc<ServerConfig>>,
+    handshake_timeout: Duration,
+    on_failure: impl Fn(&str) + Send + Sync + 'static,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let on_failure = Arc::new(on_failure);
+    tasks.spawn("tls-accept", async move {
+        loop {
+            let (tcp, remote_addr) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.borrow()));
+            let tx = tx.clone();
+            let on_failure = Arc::clone(&on_failure);
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(inner)) => {
+                        let chain = inner.get_ref().1.peer_certificates().unwrap_or(&[]);
+                        let identity = PeerIdentity { cluster: peer_cluster_id(chain), remote_addr };
+                        let _ = tx.send(Ok(TlsConn { inner, identity })).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %remote_addr, error = %e, "TLS handshake failed");
+                        on_failure("handshake");
+                    }
+                    Err(_) => {
+                        tracing::info!(peer = %remote_addr, "TLS handshake timed out");
+                        on_failure("timeout");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Options of the agent's channel to the gateway.
+#[derive(Debug, Clone)]
+pub struct ChannelOptions {
+    /// Dial timeout.
+    pub connect_timeout: Duration,
+    /// HTTP/2 PING interval; a peer silent for `keepalive_timeout` after a PING is dead.
+    pub keepalive_interval: Duration,
+    /// See `keepalive_interval`.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a channel could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The address is not `host:port`.
+    #[error("invalid gateway address {0:?}, expected host:port")]
+    Address(String),
+    /// The TLS server name is invalid.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+}
+
+/// A lazily connecting channel to `addr` (`host:port`) over TLS with `tls`'s current config,
+/// verifying the server as `server_name`. One HTTP/2 connection multiplexes every call;
+/// it reconnects on demand after a failure, and fails calls at once while the peer is down.
+///
+/// # Errors
+/// [`ChannelError`].
+pub fn tls_channel(
+    addr: &str,
+    server_name: &str,
+    tls: watch::Receiver<Arc<ClientConfig>>,
+    opts: &ChannelOptions,
+) -> Result<Channel, ChannelError> {
+    let name =
+        ServerName::try_from(server_name.to_owned()).map_err(|_| ChannelError::ServerName(server_name.to_owned()))?;
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|_| ChannelError::Address(addr.to_owned()))?
+        .connect_timeout(opts.connect_timeout)
+        .http2_keep_alive_interval(opts.keepalive_interval)
+        .keep_alive_timeout(opts.keepalive_timeout)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true)
+        .initial_connection_window_size(Some(8 << 20))
+        .initial_stream_window_size(Some(2 << 20));
+    let target = addr.to_owned();
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let cfg = Arc::clone(&tls.borrow());
+        let name = name.clone();
+        let target = target.clone();
+        async move {
+            let tcp = TcpStream::connect(&target).await?;
+            tcp.set_nodelay(true)?;
+            let stream = tokio_rustls::TlsConnector::from(cfg).connect(name, tcp).await?;
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}

@@ -1,0 +1,254 @@
+//! TLS for every hop: mutual TLS 1.3 between agent and gateway, identity from the client
+//! certificate's URI SAN, certificates reloaded from disk without a restart.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use opni_metrics_core::ClusterId;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::watch;
+
+/// Prefix of the URI SAN that names a cluster in an agent certificate.
+pub const CLUSTER_URI_PREFIX: &str = "urn:opni-metrics:cluster:";
+
+/// The URI SAN naming `cluster`.
+pub fn cluster_uri(cluster: &ClusterId) -> String {
+    format!("{CLUSTER_URI_PREFIX}{cluster}")
+}
+
+/// TLS setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("{what} {path}: {reason}")]
+    Pem {
+        /// What the file should hold.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        reason: String,
+    },
+    /// rustls refused the configuration (e.g. key does not match certificate).
+    #[error("invalid TLS configuration")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built (e.g. empty CA bundle).
+    #[error("invalid client CA bundle: {0}")]
+    Verifier(String),
+}
+
+/// Why a peer certificate does not name a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// No client certificate was presented.
+    #[error("no client certificate")]
+    NoCertificate,
+    /// The certificate could not be parsed.
+    #[error("unparsable client certificate")]
+    Unparsable,
+    /// No URI SAN with the cluster prefix.
+    #[error("client certificate has no {CLUSTER_URI_PREFIX} URI SAN")]
+    NoClusterSan,
+    /// More than one cluster SAN: ambiguous.
+    #[error("client certificate names more than one cluster")]
+    Ambiguous,
+    /// The SAN's cluster id is invalid.
+    #[error("client certificate names an invalid cluster id: {0}")]
+    InvalidId(#[from] opni_metrics_core::id::IdError),
+}
+
+/// The cluster named by a verified peer certificate chain (leaf first).
+///
+/// # Errors
+/// [`IdentityError`].
+pub fn peer_cluster_id(chain: &[CertificateDer<'_>]) -> Result<ClusterId, IdentityError> {
+    let leaf = chain.first().ok_or(IdentityError::NoCertificate)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| IdentityError::Unparsable)?;
+    let san = cert.subject_alternative_name().map_err(|_| IdentityError::Unparsable)?;
+    let mut found = None;
+    for name in san.iter().flat_map(|s| s.value.general_names.iter()) {
+        if let x509_parser::extensions::GeneralName::URI(uri) = name
+            && let Some(id) = uri.strip_prefix(CLUSTER_URI_PREFIX)
+        {
+            if found.is_some() {
+                return Err(IdentityError::Ambiguous);
+            }
+            found = Some(ClusterId::new(id)?);
+        }
+    }
+    found.ok_or(IdentityError::NoClusterSan)
+}
+
+/// Paths of a certificate chain, its key and the CA bundle that verifies peers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA bundle used to verify the peer.
+    pub ca: PathBuf,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate in a PEM file (at least one).
+///
+/// # Errors
+/// [`TlsError::Pem`] naming the file.
+pub fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::Pem { what, path: path.to_owned(), reason };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no certificate in file".to_owned()));
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file.
+///
+/// # Errors
+/// [`TlsError::Pem`] naming the file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        what: "private key",
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A root store holding every certificate of the PEM bundle at `path`.
+///
+/// # Errors
+/// [`TlsError::Pem`] naming the file.
+pub fn roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut store = RootCertStore::empty();
+    for c in read_certs("CA bundle", path)? {
+        store.add(c).map_err(|e| TlsError::Pem { what: "CA bundle", path: path.to_owned(), reason: e.to_string() })?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// A TLS 1.3 client config that trusts the CA bundle at `ca` and presents no certificate; ALPN
+/// h2. For `Join`, before the agent has an identity.
+///
+/// # Errors
+/// [`TlsError`] naming the file at fault.
+pub fn anonymous_client_config(ca: &Path) -> Result<ClientConfig, TlsError> {
+    let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider())
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+impl TlsFiles {
+    /// A TLS 1.3 server config that requires a client certificate signed by the CA; ALPN h2.
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file at fault.
+    pub fn server_config(&self) -> Result<ServerConfig, TlsError> {
+        self.server_config_with(false)
+    }
+
+    /// Like [`TlsFiles::server_config`], but a client certificate is optional when
+    /// `optional_client_auth`: connections without one carry no identity, and every RPC that
+    /// needs an identity refuses them (`Join` is the one that does not).
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file at fault.
+    pub fn server_config_with(&self, optional_client_auth: bool) -> Result<ServerConfig, TlsError> {
+        let builder = WebPkiClientVerifier::builder_with_provider(roots(&self.ca)?, provider());
+        let builder = if optional_client_auth { builder.allow_unauthenticated() } else { builder };
+        let verifier = builder.build().map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut cfg = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(read_certs("certificate", &self.cert)?, read_key(&self.key)?)?;
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(cfg)
+    }
+
+    /// A TLS 1.3 client config presenting this certificate and trusting only the CA; ALPN h2.
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file at fault.
+    pub fn client_config(&self) -> Result<ClientConfig, TlsError> {
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots(&self.ca)?, provider())
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut cfg = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(read_certs("certificate", &self.cert)?, read_key(&self.key)?)?;
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(cfg)
+    }
+
+    fn modified(&self) -> Option<[SystemTime; 3]> {
+        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Some([m(&self.cert)?, m(&self.key)?, m(&self.ca)?])
+    }
+
+    /// Builds a config with `build` now, then rebuilds it whenever one of the files changes
+    /// (checked every `interval`); a broken update is logged and the last good config kept.
+    /// The task runs in `tasks` and ends when every receiver is dropped or at shutdown.
+    ///
+    /// # Errors
+    /// The first build's [`TlsError`].
+    pub fn watch<C, F>(
+        &self,
+        interval: Duration,
+        build: F,
+        tasks: &crate::Tasks,
+    ) -> Result<watch::Receiver<Arc<C>>, TlsError>
+    where
+        C: Send + Sync + 'static,
+        F: Fn(&TlsFiles) -> Result<C, TlsError> + Send + 'static,
+    {
+        let (tx, rx) = watch::channel(Arc::new(build(self)?));
+        let files = self.clone();
+        let mut seen = files.modified();
+        tasks.spawn("tls-reload", async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if tx.is_closed() {
+                    return;
+                }
+                let now = files.modified();
+                if now == seen {
+                    continue;
+                }
+                match build(&files) {
+                    Ok(cfg) => {
+                        seen = now;
+                        tracing::info!(cert = %files.cert.display(), "TLS certificates reloaded");
+                        let _ = tx.send(Arc::new(cfg));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS files changed but could not be loaded; keeping the previous ones")
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
