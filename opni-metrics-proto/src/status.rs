@@ -5,8 +5,6 @@
 //! this crate, so `From` cannot be implemented for them here). A status message is the error and
 //! its chain of causes joined by `: `, so the client sees the field and the rule it broke.
 
-use std::error::Error;
-
 use opni_metrics_core::digest::DigestError;
 use opni_metrics_core::driver::DriverError;
 use opni_metrics_core::duration::DurationError;
@@ -25,17 +23,7 @@ pub trait IntoStatus {
     fn into_status(self) -> Status;
 }
 
-/// `err` and its causes, joined by `: `.
-fn chain(err: &dyn Error) -> String {
-    let mut message = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
-    }
-    message
-}
+use opni_metrics_core::error_chain as chain;
 
 impl From<ConvertError> for Status {
     /// `INVALID_ARGUMENT`, naming the field.

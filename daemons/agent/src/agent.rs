@@ -280,9 +280,7 @@ impl Agent {
         if self.addr.is_some() {
             return Err(StartError::AlreadyRunning);
         }
-        let addr = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr: self.settings.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: self.settings.listen, source })?;
         let routes = Routes { relay: self.relay.clone(), ops: Arc::clone(&self.ops) };
         let opts = ServerOptions {
             header_read_timeout: self.settings.header_read_timeout,

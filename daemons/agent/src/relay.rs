@@ -7,9 +7,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http::header::{ALLOW, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use futures::future::BoxFuture;
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use opni_metrics_core::remote_write::{
@@ -18,8 +18,8 @@ use opni_metrics_core::remote_write::{
 };
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_proto::remote::v1::{PushRequest, PushResponse};
-use tokio::sync::Semaphore;
 use opni_metrics_transport::http::text;
+use tokio::sync::Semaphore;
 use tonic::transport::Channel;
 
 use crate::metrics::{AgentMetrics, BytesInFlight};

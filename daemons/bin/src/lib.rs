@@ -220,8 +220,9 @@ pub async fn start_agent(plan: config::agent::AgentPlan) -> Result<opni_metrics_
         }
         DriverKind::Kubernetes => {
             let k = &plan.driver.kubernetes;
-            let client =
-                opni_metrics_kube::client::client(k.kubeconfig.as_deref()).await.map_err(failure("driver.kubernetes"))?;
+            let client = opni_metrics_kube::client::client(k.kubeconfig.as_deref())
+                .await
+                .map_err(failure("driver.kubernetes"))?;
             let namespace = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
             let mut ks = opni_metrics_agent::kubernetes::KubeDriverSettings::new(client, namespace);
             ks.name.clone_from(&k.name);

@@ -7,10 +7,10 @@ mod common;
 use std::sync::Arc;
 
 use opni_metrics_core::store::{MemoryStore, Precondition, Store};
-use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
 use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
 use opni_metrics_proto::bootstrap::v1::{CreateTokenRequest, JoinRequest, RevokeTokenRequest};
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
+use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
 use tokio::sync::watch;
 use tonic::Code;
 

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
+use opni_metrics_agent::sync_loop::SyncState;
 use opni_metrics_core::duration::PromDuration;
 use opni_metrics_core::node::{ConditionKind, ConditionStatus};
 use opni_metrics_core::registry::Cluster;
 use opni_metrics_core::spec::MetricsCapabilitySpec;
 use opni_metrics_core::store::{KeyValue, Listing, MemoryStore, Precondition, Store, StoreError, WatchEvent};
 use opni_metrics_core::{CapabilityName, ClusterId, Revision};
-use opni_metrics_agent::sync_loop::SyncState;
 use opni_metrics_gateway::state;
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
 

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use common::{CLUSTER, Stack, body};
 use http::Method;
-use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
 use opni_metrics_proto::remote::v1::PushRequest;
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_tests::http::{push, send};
 use opni_metrics_tests::pki::{Leaf, Pki};
 use opni_metrics_tests::upstream::Behaviour;
+use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
 use tokio::sync::watch;
 
 fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> Behaviour {

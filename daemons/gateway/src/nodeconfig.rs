@@ -47,9 +47,10 @@ impl NodeConfigService {
         if let Some(r) = expected
             && r != current.1
         {
-            let what = target.map_or_else(|| "the default node configuration".to_owned(), |id| {
-                format!("the node configuration of cluster {id}")
-            });
+            let what = target.map_or_else(
+                || "the default node configuration".to_owned(),
+                |id| format!("the node configuration of cluster {id}"),
+            );
             return Err(StateError::Stale { what, given: r, current: current.1 }.into_status());
         }
         let changed = spec.normalized() != current.0.normalized();

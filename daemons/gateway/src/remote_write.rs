@@ -31,7 +31,12 @@ impl std::fmt::Debug for RemoteWriteService {
 
 impl RemoteWriteService {
     /// A service forwarding through `forward`.
-    pub(crate) fn new(forward: ForwardService, limits: Limits, status: StatusOptions, metrics: Arc<GatewayMetrics>) -> Self {
+    pub(crate) fn new(
+        forward: ForwardService,
+        limits: Limits,
+        status: StatusOptions,
+        metrics: Arc<GatewayMetrics>,
+    ) -> Self {
         Self { forward, limits, status, metrics }
     }
 
@@ -87,11 +92,16 @@ impl RemoteWrite for RemoteWriteService {
             Ok(r) => Ok(Response::new({
                 self.metrics.written(&tenant, &r);
                 PushResponse {
-                // the 429 → 503 option is the gateway's; every other rule is applied by the agent
-                http_status: u32::from(if r.status == 429 && self.status.rate_limit_as_503 { 503 } else { r.status }),
-                body: r.body,
-                headers: r.headers.into_iter().map(|(name, value)| Header { name, value }).collect(),
-            }})),
+                    // the 429 → 503 option is the gateway's; every other rule is applied by the agent
+                    http_status: u32::from(if r.status == 429 && self.status.rate_limit_as_503 {
+                        503
+                    } else {
+                        r.status
+                    }),
+                    body: r.body,
+                    headers: r.headers.into_iter().map(|(name, value)| Header { name, value }).collect(),
+                }
+            })),
             Err(e) => {
                 let reply = classify(e.outcome(), &self.status);
                 tracing::debug!(error = %e, "forwarding failed");

@@ -455,58 +455,8 @@ fn read_events(db: &Db, prefix: &str, cursor: Revision) -> Result<(Vec<WatchEven
     Ok((events, scanned))
 }
 
-/// A watcher's state between items.
-struct Watcher {
-    db: Arc<Db>,
-    prefix: Arc<str>,
-    /// Every event up to here has been delivered or filtered out.
-    cursor: Revision,
-    committed: watch::Receiver<Revision>,
-    ready: std::vec::IntoIter<WatchEvent>,
-    done: bool,
-}
-
-impl Watcher {
-    async fn next(&mut self) -> Option<Result<WatchEvent, StoreError>> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if let Some(event) = self.ready.next() {
-                return Some(Ok(event));
-            }
-            // Mark the published revision seen before reading, so a commit after the read
-            // wakes us: no lost wake-up.
-            let published = *self.committed.borrow_and_update();
-            if published <= self.cursor {
-                if self.committed.changed().await.is_err() && *self.committed.borrow() <= self.cursor {
-                    self.done = true;
-                    return Some(Err(StoreError::Unavailable(Box::new(EmbeddedError::Closed {
-                        path: self.db.path.clone(),
-                    }))));
-                }
-                continue;
-            }
-            let (db, prefix, cursor) = (Arc::clone(&self.db), Arc::clone(&self.prefix), self.cursor);
-            let read = tokio::task::spawn_blocking(move || read_events(&db, &prefix, cursor)).await;
-            match read {
-                Ok(Ok((events, scanned))) => {
-                    self.cursor = scanned.max(self.cursor);
-                    self.ready = events.into_iter();
-                }
-                Ok(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-                Err(source) => {
-                    self.done = true;
-                    let path = self.db.path.clone();
-                    return Some(Err(StoreError::Unavailable(Box::new(EmbeddedError::Task { path, source }))));
-                }
-            }
-        }
-    }
-}
+mod watcher;
+use watcher::Watcher;
 
 impl Store for EmbeddedStore {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<KeyValue>, StoreError>> {
@@ -574,72 +524,4 @@ impl Store for EmbeddedStore {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use futures::StreamExt;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn history_is_bounded_by_events_and_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open_with(dir.path().join("s.redb"), History { events: 3, bytes: 1 << 20 }).unwrap();
-        for i in 0..6u8 {
-            store.put("k", Bytes::from(vec![i]), Precondition::None).await.unwrap();
-        }
-        // revisions 4..=6 retained: watching after 3 works, after 2 is compacted
-        assert!(matches!(store.watch("k", Revision(2)).await, Err(StoreError::Compacted { .. })));
-        let mut w = store.watch("k", Revision(3)).await.unwrap();
-        assert_eq!(w.next().await.unwrap().unwrap().revision(), Revision(4));
-
-        let big = Bytes::from(vec![0u8; 600 << 10]);
-        store.put("big", big.clone(), Precondition::None).await.unwrap(); // 7
-        let r = store.put("big", big, Precondition::None).await.unwrap(); // 8: 1.2 MiB > budget
-        assert!(matches!(store.watch("", Revision(r.0 - 2)).await, Err(StoreError::Compacted { .. })));
-        assert!(store.watch("", Revision(r.0 - 1)).await.is_ok(), "the newest event is always kept");
-    }
-
-    #[tokio::test]
-    async fn a_watcher_left_behind_gets_compacted() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open_with(dir.path().join("s.redb"), History { events: 2, bytes: 1 << 20 }).unwrap();
-        let mut w = store.watch("k", Revision::ZERO).await.unwrap();
-        for i in 0..5u8 {
-            store.put("k", Bytes::from(vec![i]), Precondition::None).await.unwrap();
-        }
-        assert!(matches!(w.next().await, Some(Err(StoreError::Compacted { .. }))));
-        assert!(w.next().await.is_none());
-    }
-
-    #[tokio::test]
-    async fn dropping_the_store_ends_its_watches() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path().join("s.redb")).unwrap();
-        let mut w = store.watch("", Revision::ZERO).await.unwrap();
-        drop(store);
-        assert!(matches!(w.next().await, Some(Err(StoreError::Unavailable(_)))));
-        assert!(w.next().await.is_none());
-    }
-
-    #[test]
-    fn open_errors_name_the_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("file");
-        std::fs::write(&file, b"not a directory").unwrap();
-        let err = EmbeddedStore::open(file.join("sub/s.redb")).unwrap_err();
-        assert!(matches!(err, EmbeddedError::CreateDir { .. }));
-        assert!(err.to_string().contains(&file.display().to_string()), "{err}");
-
-        let err = EmbeddedStore::open(&file).unwrap_err();
-        assert!(matches!(err, EmbeddedError::Open { .. }), "{err:?}");
-        assert!(err.to_string().contains(&file.display().to_string()), "{err}");
-    }
-
-    #[test]
-    fn a_file_can_be_open_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let _first = EmbeddedStore::open(&path).unwrap();
-        assert!(matches!(EmbeddedStore::open(&path), Err(EmbeddedError::Open { .. })));
-    }
-}
+mod tests;

@@ -228,7 +228,12 @@ where
         Box::pin(async move {
             let r = fut.await;
             drop(guard);
-            metrics.record(labels, bytes, r.as_ref().map(ObservedResponse::status).map_err(ObservedError::kind), started);
+            metrics.record(
+                labels,
+                bytes,
+                r.as_ref().map(ObservedResponse::status).map_err(ObservedError::kind),
+                started,
+            );
             r
         })
     }

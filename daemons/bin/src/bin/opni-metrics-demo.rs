@@ -132,7 +132,8 @@ async fn run() -> Result<()> {
     // a bootstrap token through the management API, as `opni-metrics tokens create` does
     let token = {
         use opni_metrics_proto::bootstrap::v1::{CreateTokenRequest, bootstrap_client::BootstrapClient};
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", addrs.management))?.connect().await?;
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", addrs.management))?.connect().await?;
         let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {admin_token}").parse()?;
         let mut c = BootstrapClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
             r.metadata_mut().insert("authorization", bearer.clone());

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use opni_metrics_daemons::{LogFormat, Refusal, exit, init_logging, load_yaml, refusal, shutdown_signal};
 use opni_metrics_daemons::config::gateway::GatewayConfig;
+use opni_metrics_daemons::{LogFormat, Refusal, exit, init_logging, load_yaml, refusal, shutdown_signal};
 use opni_metrics_transport::tls::TlsFiles;
 
 /// The opni-metrics gateway.

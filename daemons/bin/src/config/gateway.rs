@@ -342,8 +342,10 @@ impl UpstreamConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<UpstreamSettings, ConfigError> {
-        let url: http::Uri =
-            self.url.parse().map_err(|_| ConfigError::invalid("upstream.url", format!("{:?} is not a URL", self.url)))?;
+        let url: http::Uri = self
+            .url
+            .parse()
+            .map_err(|_| ConfigError::invalid("upstream.url", format!("{:?} is not a URL", self.url)))?;
         if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
             return Err(ConfigError::invalid("upstream.url", "must be an http:// or https:// URL with a host"));
         }
@@ -460,7 +462,9 @@ impl GatewayConfig {
         };
         s.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
         let store = self.store.clone().unwrap_or_else(|| {
-            StoreConfig::Embedded(opni_metrics_store::embedded::EmbeddedConfig { path: self.data_dir.join("store.redb") })
+            StoreConfig::Embedded(opni_metrics_store::embedded::EmbeddedConfig {
+                path: self.data_dir.join("store.redb"),
+            })
         });
         store.validate().map_err(|e| ConfigError::invalid("store", opni_metrics_core::error_chain(&e)))?;
         let kubernetes = match &self.kubernetes {

@@ -12,9 +12,9 @@ use opni_metrics_core::store::Store;
 use opni_metrics_daemons::config::agent::{AgentConfig, DriverKind};
 use opni_metrics_daemons::config::gateway::GatewayConfig;
 use opni_metrics_gateway::{Gateway, GatewaySettings};
-use opni_metrics_transport::tls::TlsFiles;
 use opni_metrics_tests::pki::{CertFiles, Pki};
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
+use opni_metrics_transport::tls::TlsFiles;
 
 pub const CLUSTER: &str = "cluster-a";
 

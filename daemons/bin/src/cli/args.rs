@@ -1,0 +1,168 @@
+//! The command line's arguments: every subcommand and flag, with the help texts `--help` shows.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Manage an opni-metrics gateway: bootstrap tokens, clusters, the metrics capability and node
+/// configuration. Talks to the gateway's management listener with its admin token.
+#[derive(Debug, Parser)]
+#[command(name = "opni-metrics", version, about, long_about)]
+pub struct Cli {
+    /// Management listener of the gateway.
+    #[arg(long, global = true, env = "OPNI_METRICS_ADDRESS", default_value = "127.0.0.1:9091")]
+    pub address: String,
+    /// File with the admin token (the gateway writes `<dataDir>/admin.token`).
+    #[arg(long, global = true, env = "OPNI_METRICS_TOKEN_FILE", default_value = "data/gateway/admin.token")]
+    pub token_file: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    pub output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bootstrap tokens agents join with.
+    #[command(subcommand)]
+    Tokens(Tokens),
+    /// Registered clusters.
+    #[command(subcommand)]
+    Clusters(Clusters),
+    /// The metrics capability of a cluster.
+    #[command(subcommand)]
+    Capability(CapabilityCmd),
+    /// Node configuration (the default, or one cluster's override).
+    #[command(subcommand, name = "node-config")]
+    NodeConfig(NodeConfig),
+}
+
+/// Token commands.
+#[derive(Debug, Subcommand)]
+pub enum Tokens {
+    /// Create a token; prints it once.
+    Create {
+        /// Lifetime, e.g. 1h, 30m, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+        /// How many joins it allows (0: unlimited until it expires).
+        #[arg(long, default_value_t = 1)]
+        max_uses: u32,
+        /// Labels given to clusters that join with it, as key=value.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// List tokens (without secrets).
+    List,
+    /// Revoke a token.
+    Revoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+/// Cluster commands.
+#[derive(Debug, Subcommand)]
+pub enum Clusters {
+    /// List clusters, optionally those with all the given labels.
+    List {
+        /// key=value labels to match.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Show one cluster.
+    Get {
+        /// Cluster id.
+        id: String,
+    },
+    /// Replace a cluster's labels.
+    Label {
+        /// Cluster id.
+        id: String,
+        /// key=value labels.
+        labels: Vec<String>,
+    },
+    /// Delete a cluster (refused while it has a capability).
+    Delete {
+        /// Cluster id.
+        id: String,
+    },
+}
+
+/// Capability commands.
+#[derive(Debug, Subcommand)]
+pub enum CapabilityCmd {
+    /// Install the metrics capability on a cluster.
+    Install {
+        /// Cluster id.
+        cluster: String,
+        /// Install even if the agent is offline or the backend is not installed.
+        #[arg(long)]
+        ignore_warnings: bool,
+    },
+    /// Show the capability's status on a cluster.
+    Status {
+        /// Cluster id.
+        cluster: String,
+    },
+    /// Uninstall the capability; shows progress until the task ends.
+    Uninstall {
+        /// Cluster id.
+        cluster: String,
+        /// Also delete the cluster's stored metrics upstream.
+        #[arg(long)]
+        delete_data: bool,
+        /// Wait this long after disabling the node, e.g. 30s.
+        #[arg(long, default_value = "0s")]
+        initial_delay: String,
+        /// Return at once instead of following the task.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Cancel a running uninstall.
+    CancelUninstall {
+        /// Cluster id.
+        cluster: String,
+    },
+}
+
+/// Node configuration commands.
+#[derive(Debug, Subcommand)]
+pub enum NodeConfig {
+    /// Show the default spec, or a cluster's effective spec.
+    Get {
+        /// Cluster id (omit for the default).
+        cluster: Option<String>,
+    },
+    /// Set the default spec, or a cluster's override, from a YAML or JSON file.
+    Set {
+        /// Cluster id (omit for the default).
+        cluster: Option<String>,
+        /// The spec file.
+        #[arg(long, short = 'f')]
+        file: PathBuf,
+        /// Only write if the config is still at this revision.
+        #[arg(long)]
+        revision: Option<u64>,
+        /// Validate and show the result without writing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Reset the default spec to built-in, or drop a cluster's override.
+    Reset {
+        /// Cluster id (omit for the default).
+        cluster: Option<String>,
+    },
+}

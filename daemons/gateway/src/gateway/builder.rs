@@ -1,0 +1,170 @@
+//! [`GatewayBuilder`]: settings plus replaceable parts, turned into a [`Gateway`].
+
+use super::*;
+
+type LayerFn = Box<dyn FnOnce(ForwardService) -> ForwardService + Send>;
+
+/// Builds a [`Gateway`]. Only the store is required; every other part has a default.
+#[must_use = "a builder does nothing until built"]
+pub struct GatewayBuilder {
+    settings: GatewaySettings,
+    store: Option<Arc<dyn Store>>,
+    cluster_driver: Option<Arc<dyn ClusterDriver>>,
+    upstream: Option<ForwardService>,
+    layers: Vec<LayerFn>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    metrics: Option<Arc<GatewayMetrics>>,
+    #[cfg(feature = "kubernetes")]
+    kubernetes: Option<crate::kubernetes::KubernetesSettings>,
+}
+
+impl std::fmt::Debug for GatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder").field("settings", &self.settings).finish_non_exhaustive()
+    }
+}
+
+impl GatewayBuilder {
+    pub(super) fn new(settings: GatewaySettings) -> Self {
+        Self {
+            settings,
+            store: None,
+            cluster_driver: None,
+            upstream: None,
+            layers: Vec::new(),
+            authenticator: None,
+            metrics: None,
+            #[cfg(feature = "kubernetes")]
+            kubernetes: None,
+        }
+    }
+
+    /// Where the gateway keeps its state (required): an embedded or etcd store from
+    /// `opni-metrics-store`, core's `MemoryStore`, or the embedder's own [`Store`].
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The upstream's cluster driver (install, status, tenant deletion). Default: the external
+    /// driver for the upstream URL (Cortex purger API), or the `MonitoringCluster` driver when
+    /// [`GatewayBuilder::kubernetes`] is set.
+    pub fn cluster_driver(mut self, driver: Arc<dyn ClusterDriver>) -> Self {
+        self.cluster_driver = Some(driver);
+        self
+    }
+
+    /// Replaces the upstream forwarder (default: HTTP(S) POST to `upstream.url` with the
+    /// concurrency limit, deadline and metrics layers).
+    pub fn upstream_service(mut self, service: ForwardService) -> Self {
+        self.upstream = Some(service);
+        self
+    }
+
+    /// Wraps the forwarding stack in `layer` (budgets, auditing, sharding…). Layers apply in
+    /// the order added, the last added outermost.
+    pub fn forward_layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<ForwardService> + Send + 'static,
+        L::Service:
+            Service<ForwardRequest, Response = ForwardResponse, Error = ForwardError> + Clone + Send + Sync + 'static,
+        <L::Service as Service<ForwardRequest>>::Future: Send + 'static,
+    {
+        self.layers.push(Box::new(move |svc| BoxCloneSyncService::new(layer.layer(svc))));
+        self
+    }
+
+    /// Who may call the management services. Default: [`AdminToken`] with the token in
+    /// `admin_token_file` (created when missing).
+    pub fn authenticator(mut self, auth: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(auth);
+        self
+    }
+
+    /// Registers the gateway's metrics in the embedder's `registry` (default: a registry of
+    /// the gateway's own, served by [`Gateway::serve`] on `/metrics`).
+    pub fn metrics(mut self, registry: &mut Registry) -> Self {
+        self.metrics = Some(GatewayMetrics::register(registry));
+        self
+    }
+
+    /// Runs on Kubernetes: the `MonitoringCluster` cluster driver and, with a Lease, its
+    /// controller on the leading replica.
+    #[cfg(feature = "kubernetes")]
+    pub fn kubernetes(mut self, k: crate::kubernetes::KubernetesSettings) -> Self {
+        self.kubernetes = Some(k);
+        self
+    }
+
+    /// Builds the gateway: opens the CA, starts the sync hub, the store watcher, the status
+    /// writer and unfinished uninstall tasks. Binds nothing; see [`Gateway::serve`] and
+    /// [`Gateway::agent_services`]. Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`StartError`]; nothing is left running.
+    pub async fn build(self) -> Result<Gateway, StartError> {
+        let settings = self.settings;
+        settings.validate()?;
+        let store = self.store.ok_or(StartError::NoStore)?;
+        let tasks = Tasks::new();
+        let own_registry = self.metrics.is_none();
+        let mut registry = Registry::default();
+        let metrics = self.metrics.unwrap_or_else(|| GatewayMetrics::register(&mut registry));
+        let ops = Ops::new(if own_registry { registry } else { Registry::default() });
+        let mut forward = match self.upstream {
+            Some(s) => s,
+            None => stack(Forwarder::new(settings.upstream.clone())?, Arc::clone(&metrics.upstream)),
+        };
+        for layer in self.layers {
+            forward = layer(forward);
+        }
+        let ca = Arc::new(Ca::load_or_create(&settings.data_dir.join("pki"))?);
+        let (admin_token, authenticator) = match self.authenticator {
+            Some(a) => (None, a),
+            None => {
+                let t = admin_token(&settings.admin_token_path())?;
+                let a: Arc<dyn Authenticator> = Arc::new(AdminToken::new(&t));
+                (Some(t), a)
+            }
+        };
+        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::new(
+            &settings.upstream.url,
+            settings.upstream.tenant_header.clone(),
+            settings.upstream.tenant_deletion,
+        ));
+        #[cfg(feature = "kubernetes")]
+        let default_driver = match self.kubernetes {
+            Some(k) => crate::kubernetes::start(k, Arc::clone(&external), &tasks)?,
+            None => external,
+        };
+        #[cfg(not(feature = "kubernetes"))]
+        let default_driver = external;
+        let driver = self.cluster_driver.unwrap_or(default_driver);
+
+        let state = State::new(store, UpstreamState::Installed);
+        let hub = Hub::start(settings.sync, os_seed(), &tasks);
+        watch_store(state.clone(), hub.clone(), &tasks);
+        let statuses = Arc::new(StatusCache::default());
+        statuses.start_writer(state.clone(), &tasks);
+        let uninstaller = Uninstaller::new(state.clone(), hub.clone(), driver, tasks.clone());
+        if let Err(e) = uninstaller.resume_all().await {
+            tasks.abort_all();
+            return Err(e.into());
+        }
+        Ok(Gateway {
+            settings,
+            state,
+            hub,
+            statuses,
+            uninstaller,
+            ca,
+            metrics,
+            ops,
+            forward,
+            authenticator,
+            admin_token,
+            tasks,
+            serving: None,
+        })
+    }
+}

@@ -1,0 +1,371 @@
+//! The hub: one task owning the connected agents' notification slots; `SyncNow` on store
+//! changes and on each agent's own periodic schedule, heartbeats, and the streams agents read.
+
+use super::*;
+
+enum Cmd {
+    Register { id: ClusterId, slot: Arc<Slot> },
+    Notify(Option<ClusterId>),
+    Connected { id: ClusterId, reply: oneshot::Sender<bool> },
+    Count { reply: oneshot::Sender<usize> },
+    CloseAll,
+}
+
+/// One connected stream's pending notifications. Flags, not a queue: a pending `SyncNow` stays
+/// pending until the agent's stream takes it, whatever else is sent meanwhile (a heartbeat can
+/// never displace it), and repeated notifications coalesce into one.
+#[derive(Debug, Default)]
+struct Slot {
+    sync_now: AtomicBool,
+    heartbeat: AtomicBool,
+    closed: AtomicBool,
+    /// Set when the stream is dropped (the agent went away).
+    gone: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Slot {
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+    fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+}
+
+/// A handle to the hub task; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    tx: mpsc::Sender<Cmd>,
+}
+
+fn sync_now() -> Notification {
+    Notification {
+        kind: Some(notification::Kind::SyncNow(SyncNow { capabilities: vec![CapabilityName::METRICS.to_owned()] })),
+    }
+}
+
+/// A seed from the operating system's randomness (so replicas and restarts do not share a
+/// jitter sequence), or the clock if none is available.
+pub fn os_seed() -> u64 {
+    let mut b = [0u8; 8];
+    match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed),
+    }
+}
+
+/// The hub's state, owned by its task.
+struct HubState {
+    timing: SyncTiming,
+    rng: Rng,
+    /// Connected agents: the generation of their current stream and its slot.
+    agents: HashMap<ClusterId, (u64, Arc<Slot>)>,
+    /// Each stream's next periodic resync; entries of streams that are gone or replaced are
+    /// skipped when they come due.
+    due: BinaryHeap<Reverse<(tokio::time::Instant, u64, ClusterId)>>,
+    generation: u64,
+}
+
+impl HubState {
+    fn new(timing: SyncTiming, seed: u64) -> Self {
+        Self { timing, rng: Rng::new(seed), agents: HashMap::new(), due: BinaryHeap::new(), generation: 0 }
+    }
+
+    fn register(&mut self, id: ClusterId, slot: Arc<Slot>) {
+        self.generation += 1;
+        let generation = self.generation;
+        // the first resync lands anywhere in one period, so a fleet that connected together
+        // (after a gateway restart) is spread over the period rather than synced in one burst
+        let first = self.timing.resync_interval.mul_f64(unit(&mut self.rng));
+        self.due.push(Reverse((tokio::time::Instant::now() + first, generation, id.clone())));
+        if let Some((_, old)) = self.agents.insert(id, (generation, slot)) {
+            old.raise(&old.closed);
+        }
+    }
+
+    fn slot(&mut self, id: &ClusterId) -> Option<&Arc<Slot>> {
+        if self.agents.get(id).is_some_and(|(_, s)| s.is_gone()) {
+            self.agents.remove(id);
+        }
+        self.agents.get(id).map(|(_, s)| s)
+    }
+
+    fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.due.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Raises `SyncNow` for every agent whose periodic resync is due, and schedules its next.
+    fn resync_due(&mut self) {
+        let now = tokio::time::Instant::now();
+        while let Some(Reverse((at, _, _))) = self.due.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, generation, id))) = self.due.pop() else { break };
+            let current = self.agents.get(&id).is_some_and(|(g, s)| *g == generation && !s.is_gone());
+            if !current {
+                if self.agents.get(&id).is_some_and(|(g, _)| *g == generation) {
+                    self.agents.remove(&id);
+                }
+                continue;
+            }
+            if let Some((_, slot)) = self.agents.get(&id) {
+                slot.raise(&slot.sync_now);
+            }
+            let next = jittered(self.timing, &mut self.rng);
+            self.due.push(Reverse((now + next, generation, id)));
+        }
+    }
+
+    fn broadcast(&mut self, pick: fn(&Slot) -> &AtomicBool) {
+        self.agents.retain(|_, (_, slot)| {
+            if slot.is_gone() {
+                return false;
+            }
+            slot.raise(pick(slot));
+            true
+        });
+    }
+
+    fn close_all(&mut self) {
+        for (_, slot) in self.agents.values() {
+            slot.raise(&slot.closed);
+        }
+        self.agents.clear();
+    }
+}
+
+impl Hub {
+    /// Starts the hub task in `tasks`. It owns the map of connected agents; everyone else
+    /// talks to it through this handle. `seed` seeds the resync jitter ([`os_seed`]).
+    pub fn start(timing: SyncTiming, seed: u64, tasks: &Tasks) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Cmd>(4096);
+        let stop = tasks.token();
+        tasks.spawn_graceful("sync-hub", async move {
+            let mut hub = HubState::new(timing, seed);
+            let mut heartbeat = tokio::time::interval(timing.heartbeat_interval);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let due = hub.next_due();
+                let resync = async {
+                    match due {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => futures::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    // shutdown first: end every stream so connections can drain; then timers,
+                    // so a due resync is raised before later commands are answered
+                    biased;
+                    () = stop.cancelled() => {
+                        hub.close_all();
+                        return;
+                    }
+                    () = resync => hub.resync_due(),
+                    _ = heartbeat.tick() => hub.broadcast(|s| &s.heartbeat),
+                    cmd = rx.recv() => match cmd {
+                        None => return,
+                        Some(Cmd::Register { id, slot }) => hub.register(id, slot),
+                        Some(Cmd::Notify(None)) => hub.broadcast(|s| &s.sync_now),
+                        Some(Cmd::Notify(Some(id))) => {
+                            if let Some(slot) = hub.slot(&id) {
+                                slot.raise(&slot.sync_now);
+                            }
+                        }
+                        Some(Cmd::Connected { id, reply }) => { let _ = reply.send(hub.slot(&id).is_some()); }
+                        Some(Cmd::Count { reply }) => {
+                            hub.agents.retain(|_, (_, s)| !s.is_gone());
+                            let _ = reply.send(hub.agents.len());
+                        }
+                        Some(Cmd::CloseAll) => hub.close_all(),
+                    },
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Sends `SyncNow` to `id` (or to every connected agent for `None`).
+    pub async fn notify(&self, id: Option<ClusterId>) {
+        let _ = self.tx.send(Cmd::Notify(id)).await;
+    }
+
+    /// Whether `id` has a notification stream open.
+    pub async fn is_connected(&self, id: &ClusterId) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Connected { id: id.clone(), reply }).await.is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+
+    /// Ends every notification stream (at shutdown, so connections can drain).
+    pub async fn close_all(&self) {
+        let _ = self.tx.send(Cmd::CloseAll).await;
+    }
+
+    /// How many agents are connected.
+    pub async fn connected_count(&self) -> usize {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Count { reply }).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    /// Opens the notification stream of `id`; a newer stream of the same agent ends the
+    /// older one.
+    ///
+    /// # Errors
+    /// `UNAVAILABLE` while the gateway shuts down.
+    pub async fn subscribe(&self, id: ClusterId) -> Result<AgentStream, Status> {
+        let slot = Arc::new(Slot::default());
+        self.tx
+            .send(Cmd::Register { id, slot: Arc::clone(&slot) })
+            .await
+            .map_err(|_| Status::unavailable("gateway is shutting down"))?;
+        Ok(AgentStream { slot })
+    }
+}
+
+/// A uniform number in [0, 1).
+fn unit(rng: &mut Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn jittered(t: SyncTiming, rng: &mut Rng) -> Duration {
+    let factor = 1.0 + t.jitter.clamp(0.0, 1.0) * (2.0 * unit(rng) - 1.0);
+    t.resync_interval.mul_f64(factor.max(0.01))
+}
+
+/// An agent's notification stream: yields a pending `SyncNow` first, then a heartbeat; ends
+/// when the gateway closes it or a newer stream of the same agent replaces it.
+#[derive(Debug)]
+pub struct AgentStream {
+    slot: Arc<Slot>,
+}
+
+impl Stream for AgentStream {
+    type Item = Result<Notification, Status>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let slot = &self.slot;
+        for attempt in 0..2 {
+            if slot.sync_now.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(Some(Ok(sync_now())));
+            }
+            if slot.closed.load(Ordering::Acquire) {
+                return Poll::Ready(None);
+            }
+            if slot.heartbeat.swap(false, Ordering::AcqRel) {
+                return Poll::Ready(Some(Ok(Notification { kind: Some(notification::Kind::Heartbeat(Heartbeat {})) })));
+            }
+            if attempt == 0 {
+                // register, then look again: a flag raised in between is not missed
+                slot.waker.register(cx.waker());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for AgentStream {
+    fn drop(&mut self) {
+        self.slot.gone.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use futures::FutureExt;
+
+    fn kind(n: Option<Option<Result<Notification, Status>>>) -> &'static str {
+        match n {
+            None => "pending",
+            Some(None) => "end",
+            Some(Some(Ok(Notification { kind: Some(notification::Kind::SyncNow(_)) }))) => "sync",
+            Some(Some(Ok(Notification { kind: Some(notification::Kind::Heartbeat(_)) }))) => "heartbeat",
+            Some(Some(_)) => "other",
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_never_displaces_a_pending_sync_now() {
+        let tasks = Tasks::new();
+        let timing = SyncTiming {
+            resync_interval: Duration::from_secs(3600),
+            jitter: 0.2,
+            heartbeat_interval: Duration::from_secs(1),
+        };
+        let hub = Hub::start(timing, 1, &tasks);
+        let id = ClusterId::new("c1").unwrap();
+        let mut stream = hub.subscribe(id.clone()).await.unwrap();
+        hub.notify(Some(id.clone())).await;
+        // many heartbeats while the agent reads nothing, and a second notification
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            hub.connected_count().await;
+        }
+        hub.notify(Some(id.clone())).await;
+        hub.connected_count().await;
+        assert_eq!(kind(stream.next().now_or_never()), "sync");
+        // coalesced: one SyncNow, then the (one) pending heartbeat, then nothing
+        assert_eq!(kind(stream.next().now_or_never()), "heartbeat");
+        assert_eq!(kind(stream.next().now_or_never()), "pending");
+        // a newer stream of the same agent ends this one
+        let _newer = hub.subscribe(id).await.unwrap();
+        hub.connected_count().await;
+        assert_eq!(kind(stream.next().now_or_never()), "end");
+        tasks.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn periodic_resyncs_are_spread_over_the_period_per_agent() {
+        let tasks = Tasks::new();
+        let period = Duration::from_secs(100);
+        let timing =
+            SyncTiming { resync_interval: period, jitter: 0.2, heartbeat_interval: Duration::from_secs(100_000) };
+        let hub = Hub::start(timing, os_seed(), &tasks);
+        let mut streams = Vec::new();
+        for i in 0..50 {
+            streams.push(hub.subscribe(ClusterId::new(format!("c{i}")).unwrap()).await.unwrap());
+        }
+        assert_eq!(hub.connected_count().await, 50);
+        let mut first_sync: Vec<Option<u64>> = vec![None; streams.len()];
+        let mut syncs = vec![0u32; streams.len()];
+        for second in 1..=200u64 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            hub.connected_count().await;
+            for (i, s) in streams.iter_mut().enumerate() {
+                loop {
+                    match kind(s.next().now_or_never()) {
+                        "sync" => {
+                            syncs[i] += 1;
+                            first_sync[i].get_or_insert(second);
+                        }
+                        "pending" => break,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // every agent got its first resync within one period, at times spread over it
+        let firsts: std::collections::BTreeSet<u64> = first_sync.iter().map(|f| f.unwrap()).collect();
+        assert!(firsts.iter().all(|&t| t <= 101), "{firsts:?}");
+        assert!(firsts.len() >= 20, "resyncs bunched at {firsts:?}");
+        // and then about one per period each (2 periods observed: 1..=3 resyncs)
+        assert!(syncs.iter().all(|&n| (1..=3).contains(&n)), "{syncs:?}");
+        tasks.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[test]
+    fn os_seeds_differ() {
+        assert_ne!(os_seed(), os_seed());
+    }
+}
