@@ -182,7 +182,7 @@ mod tests {
     fn store_task_and_driver_errors_map_to_codes() {
         use opni_metrics_core::id::Revision;
         use opni_metrics_core::store::Precondition;
-        let io = || Box::new(std::io::Error::other("etcd down")) as Box<dyn Error + Send + Sync>;
+        let io = || Box::new(std::io::Error::other("etcd down")) as Box<dyn std::error::Error + Send + Sync>;
         let conflict = StoreError::Conflict {
             key: "k".into(),
             expected: Precondition::Revision(Revision(3)),

@@ -28,6 +28,7 @@ use crate::auth::cluster_of;
 
 /// Timing of periodic notifications.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct SyncTiming {
     /// Every agent gets `SyncNow` this often (± `jitter`), healing any lost notification.
     pub resync_interval: Duration,
