@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 pub mod cli;
 pub mod config;
+pub mod demo;
 
 pub use opni_metrics_core::error_chain;
 

@@ -6,95 +6,19 @@
 // configs read best as defaults plus the few changes
 #![allow(clippy::field_reassign_with_default)]
 
-use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use opni_metrics_core::{CapabilityName, ClusterId, error_chain};
 use opni_metrics_daemons::config::agent::AgentConfig;
 use opni_metrics_daemons::config::gateway::GatewayConfig;
+use opni_metrics_daemons::demo::{find_prometheus, free_port, http_get, start_receiver, wait_for};
 use opni_metrics_daemons::{LogFormat, init_logging, shutdown_signal};
 use opni_metrics_gateway::cluster_driver::TenantDeletion;
 use opni_metrics_gateway::state::now;
 
 const CLUSTER: &str = "demo-cluster";
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    opni_metrics_daemons::search_path().into_iter().map(|d| d.join(bin)).find(|p| p.is_file())
-}
-
-/// Prometheus from `PATH`; installed from Debian's packages first when missing and this is
-/// root on a machine with apt-get (as `.ci/test` does).
-fn find_prometheus() -> Result<PathBuf> {
-    if let Some(p) = which("prometheus") {
-        return Ok(p);
-    }
-    let root = std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
-    if root && which("apt-get").is_some() {
-        println!("prometheus is missing; installing it with apt-get (Debian package `prometheus`)…");
-        let ok = |args: &[&str]| {
-            std::process::Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if ok(&["update", "-qq"]) && ok(&["install", "-y", "-qq", "--no-install-recommends", "prometheus"]) {
-            // the package starts its own service on the default port; the demo needs only the binary
-            let _ = std::process::Command::new("systemctl").args(["stop", "prometheus"]).status();
-            if let Some(p) = which("prometheus") {
-                return Ok(p);
-            }
-        }
-    }
-    Err(anyhow!(
-        "prometheus is not installed; install it with `sudo apt-get install -y prometheus` and run the demo again"
-    ))
-}
-
-async fn http_get(url: &str) -> Result<(u16, String)> {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse()?).await?;
-    let status = resp.status().as_u16();
-    let body = http_body_util::BodyExt::collect(resp.into_body()).await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Result<()> {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    bail!("{what} did not happen within {limit:?}")
-}
-
-fn start_receiver(bin: &Path, dir: &Path, port: u16) -> Result<tokio::process::Child> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("prometheus.yml"), "global:\n  scrape_interval: 1h\n")?;
-    let log = std::fs::File::create(dir.join("prometheus.log"))?;
-    tokio::process::Command::new(bin)
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .context("starting the receiver prometheus")
-}
 
 async fn run() -> Result<()> {
     let prometheus = find_prometheus()?;
