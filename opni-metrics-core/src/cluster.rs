@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 use crate::duration::PromDuration;
 use crate::spec::SpecError;
 
+mod presets;
+pub use presets::{Preset, preset, presets};
+
 /// Placeholder that stands for a stored secret on read, and keeps it on write.
 pub const REDACTED: &str = "***REDACTED***";
 
@@ -161,80 +164,142 @@ pub const TARGETS: [&str; 10] = [
     "purger",
 ];
 
+/// How serious a [`Finding`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Severity {
+    /// Stored, but may not behave as intended.
+    Warning,
+    /// Refused.
+    Error,
+}
+
+/// One validation finding: what is wrong with which field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Finding {
+    /// How serious it is.
+    pub severity: Severity,
+    /// The field's path in the configuration document (`storage.bucket`); empty for the whole.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Finding {
+    fn error(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Error, field: field.into(), message: message.into() }
+    }
+    fn warning(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Warning, field: field.into(), message: message.into() }
+    }
+}
+
 impl ClusterConfig {
     /// Checks every field.
     ///
     /// # Errors
-    /// The first [`SpecError`], naming the field.
+    /// The first error of [`ClusterConfig::findings`], as a [`SpecError`] naming the field.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.mode == DeploymentMode::HighlyAvailable && matches!(self.storage, Storage::Filesystem { .. }) {
-            return Err(SpecError::new(
+        match self.findings().into_iter().find(|f| f.severity == Severity::Error) {
+            Some(f) => Err(SpecError::new(f.field, f.message)),
+            None => Ok(()),
+        }
+    }
+
+    /// Every error (the configuration would be refused) and warning (it would be stored but
+    /// may not behave as intended), errors first.
+    pub fn findings(&self) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let ha = self.mode == DeploymentMode::HighlyAvailable;
+        if ha && matches!(self.storage, Storage::Filesystem { .. }) {
+            out.push(Finding::error(
                 "storage.backend",
                 "filesystem storage needs the all-in-one mode; use an object store for highly-available mode",
             ));
         }
-        let nonempty = |field: &str, v: &str| {
+        let mut nonempty = |field: &str, v: &str| {
             if v.trim().is_empty() {
-                Err(SpecError::new(format!("storage.{field}"), "must not be empty"))
-            } else {
-                Ok(())
+                out.push(Finding::error(format!("storage.{field}"), "must not be empty"));
             }
         };
         match &self.storage {
             Storage::Filesystem { directory } => {
                 if !directory.starts_with('/') {
-                    return Err(SpecError::new("storage.directory", "must be an absolute path"));
+                    out.push(Finding::error("storage.directory", "must be an absolute path"));
                 }
             }
             Storage::S3 { endpoint, bucket, access_key_id, secret_access_key, .. } => {
-                nonempty("endpoint", endpoint)?;
-                nonempty("bucket", bucket)?;
-                nonempty("accessKeyId", access_key_id)?;
-                nonempty("secretAccessKey", secret_access_key)?;
+                nonempty("endpoint", endpoint);
+                nonempty("bucket", bucket);
+                nonempty("accessKeyId", access_key_id);
+                nonempty("secretAccessKey", secret_access_key);
             }
             Storage::Gcs { bucket, service_account } => {
-                nonempty("bucket", bucket)?;
-                nonempty("serviceAccount", service_account)?;
+                nonempty("bucket", bucket);
+                nonempty("serviceAccount", service_account);
             }
             Storage::Azure { account_name, account_key, container } => {
-                nonempty("accountName", account_name)?;
-                nonempty("accountKey", account_key)?;
-                nonempty("container", container)?;
+                nonempty("accountName", account_name);
+                nonempty("accountKey", account_key);
+                nonempty("container", container);
             }
             Storage::Swift { auth_url, username, password, container } => {
-                nonempty("authUrl", auth_url)?;
-                nonempty("username", username)?;
-                nonempty("password", password)?;
-                nonempty("container", container)?;
+                nonempty("authUrl", auth_url);
+                nonempty("username", username);
+                nonempty("password", password);
+                nonempty("container", container);
             }
         }
         let r = self.retention.as_millis();
         if r != 0 && r < 2 * 3_600_000 {
-            return Err(SpecError::new(
+            out.push(Finding::error(
                 "retention",
                 format!("{} is below the 2h block range; use 0s to keep forever", self.retention),
             ));
         }
         for (name, w) in &self.workloads {
             if !TARGETS.contains(&name.as_str()) {
-                return Err(SpecError::new(
+                out.push(Finding::error(
                     format!("workloads.{name}"),
                     format!("unknown target, expected one of {}", TARGETS.join(", ")),
                 ));
+                continue;
             }
             if w.replicas.is_some_and(|r| r > 100) {
-                return Err(SpecError::new(format!("workloads.{name}.replicas"), "must be at most 100"));
+                out.push(Finding::error(format!("workloads.{name}.replicas"), "must be at most 100"));
             }
             if let Some(a) = w.extra_args.iter().find(|a| !a.starts_with('-')) {
-                return Err(SpecError::new(format!("workloads.{name}.extraArgs"), format!("{a:?} is not a flag")));
+                out.push(Finding::error(format!("workloads.{name}.extraArgs"), format!("{a:?} is not a flag")));
+            }
+            // warnings: settings that will be ignored or are risky
+            if ha == (name == "all") {
+                let why = if ha { "highly-available mode has no all target" } else { "all-in-one mode runs only all" };
+                out.push(Finding::warning(format!("workloads.{name}"), format!("ignored: {why}")));
+            }
+            if ha && name == "ingester" && w.replicas.is_some_and(|r| r < 3) {
+                out.push(Finding::warning(
+                    "workloads.ingester.replicas",
+                    "fewer than 3 ingesters cannot keep the default replication factor of 3",
+                ));
             }
         }
         if let Some(h) = &self.grafana.hostname
             && (h.is_empty() || !h.split('.').all(crate::spec::is_dns_label))
         {
-            return Err(SpecError::new("grafana.hostname", format!("{h:?} is not a DNS name")));
+            out.push(Finding::error("grafana.hostname", format!("{h:?} is not a DNS name")));
         }
-        Ok(())
+        if r == 0 {
+            out.push(Finding::warning("retention", "0s keeps samples forever; storage grows without bound"));
+        }
+        if !ha && self.enabled && matches!(self.storage, Storage::Filesystem { .. }) {
+            out.push(Finding::warning(
+                "storage.backend",
+                "filesystem storage keeps every block on one volume: no redundancy, not for production",
+            ));
+        }
+        out.sort_by_key(|f| f.severity != Severity::Error);
+        out
     }
 
     /// The config with secrets replaced by [`REDACTED`], for reads.
@@ -292,6 +357,27 @@ mod tests {
         let mut c = s3();
         c.workloads.insert("ingestor".into(), Workload::default());
         assert_eq!(c.validate().unwrap_err().field, "workloads.ingestor");
+    }
+
+    #[test]
+    fn findings_list_every_error_and_the_warnings() {
+        let mut c = s3();
+        c.storage = Storage::S3 {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: String::new(),
+            access_key_id: "id".into(),
+            secret_access_key: "s".into(),
+        };
+        c.retention = PromDuration::from_secs(0);
+        c.workloads.insert("all".into(), Workload::default());
+        c.workloads.insert("ingester".into(), Workload { replicas: Some(1), extra_args: vec!["x".into()] });
+        let f = c.findings();
+        let errors: Vec<_> = f.iter().filter(|f| f.severity == Severity::Error).map(|f| f.field.as_str()).collect();
+        assert_eq!(errors, ["storage.endpoint", "storage.bucket", "workloads.ingester.extraArgs"]);
+        let warnings: Vec<_> = f.iter().filter(|f| f.severity == Severity::Warning).map(|f| f.field.as_str()).collect();
+        assert_eq!(warnings, ["workloads.all", "workloads.ingester.replicas", "retention"]);
+        assert_eq!(c.validate().unwrap_err().field, "storage.endpoint");
     }
 
     #[test]

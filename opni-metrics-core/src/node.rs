@@ -19,6 +19,9 @@ pub enum DisabledReason {
     UninstallInProgress,
     /// The upstream (Cortex) is not installed, or is being uninstalled.
     UpstreamNotInstalled,
+    /// The upstream (Cortex) is installed but has been failing its readiness checks for longer
+    /// than the gateway's grace period.
+    UpstreamUnavailable,
 }
 
 impl DisabledReason {
@@ -28,6 +31,7 @@ impl DisabledReason {
             Self::CapabilityNotInstalled => "the metrics capability is not installed on this cluster",
             Self::UninstallInProgress => "the metrics capability is being uninstalled",
             Self::UpstreamNotInstalled => "the metrics backend (Cortex) is not installed",
+            Self::UpstreamUnavailable => "the metrics backend (Cortex) is installed but failing",
         }
     }
 }
@@ -46,6 +50,8 @@ pub enum UpstreamState {
     Uninstalling,
     /// Status could not be read.
     Unknown,
+    /// Installed, but failing its readiness checks beyond the gateway's grace period.
+    Failing,
 }
 
 impl UpstreamState {
@@ -114,7 +120,9 @@ pub fn desired_config(
         Some(e) if e.is_uninstalling() => reasons.push(DisabledReason::UninstallInProgress),
         Some(_) => {}
     }
-    if !upstream.allows_agents() {
+    if upstream == UpstreamState::Failing {
+        reasons.push(DisabledReason::UpstreamUnavailable);
+    } else if !upstream.allows_agents() {
         reasons.push(DisabledReason::UpstreamNotInstalled);
     }
     NodeConfig {
@@ -263,6 +271,9 @@ mod tests {
         assert_eq!(un.disabled_reasons, vec![DisabledReason::UninstallInProgress]);
         let up = desired_config(Some(&entry(false)), None, &d, UpstreamState::Uninstalling);
         assert_eq!(up.disabled_reasons, vec![DisabledReason::UpstreamNotInstalled]);
+        let failing = desired_config(Some(&entry(false)), None, &d, UpstreamState::Failing);
+        assert!(!failing.enabled);
+        assert_eq!(failing.disabled_reasons, vec![DisabledReason::UpstreamUnavailable]);
     }
 
     #[test]

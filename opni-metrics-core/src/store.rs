@@ -194,4 +194,12 @@ pub trait Store: Send + Sync {
         prefix: &'a str,
         after: Revision,
     ) -> BoxFuture<'a, Result<BoxStream<'static, Result<WatchEvent, StoreError>>, StoreError>>;
+
+    /// Resolves once every operation started before the call has finished, including ones
+    /// whose futures were dropped but whose work goes on (an embedded store finishes them on a
+    /// blocking pool). An owner calls it at shutdown, after its tasks stopped, so that the store
+    /// can be opened again at once. The default has nothing to wait for.
+    fn quiesce(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }

@@ -134,6 +134,7 @@ pub fn node_config() -> impl Strategy<Value = NodeConfig> {
         DisabledReason::CapabilityNotInstalled,
         DisabledReason::UninstallInProgress,
         DisabledReason::UpstreamNotInstalled,
+        DisabledReason::UpstreamUnavailable,
     ]);
     (spec(), prop::collection::btree_set(reason, 0..3)).prop_map(|(spec, reasons)| NodeConfig {
         enabled: reasons.is_empty(),

@@ -29,6 +29,8 @@
 //! [`ClusterConfig::validate`]: opni_metrics_core::cluster::ClusterConfig::validate
 
 mod cortexops;
+pub use cortexops::{cluster_config_unvalidated, wire_path as cortex_wire_path};
+pub use node::disabled_reason;
 mod node;
 mod registry;
 mod spec;

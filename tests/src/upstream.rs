@@ -62,6 +62,8 @@ struct State {
     purged: Vec<String>,
     /// Status polls answered "not yet" before "deleted".
     purge_polls_pending: u32,
+    /// Whether `GET /ready` answers 200 (else 503).
+    ready: bool,
 }
 
 /// A running scriptable upstream; stops on drop.
@@ -81,8 +83,13 @@ impl Upstream {
     pub async fn start(behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("local addr");
-        let state =
-            Arc::new(Mutex::new(State { behaviour, requests: Vec::new(), purged: Vec::new(), purge_polls_pending: 1 }));
+        let state = Arc::new(Mutex::new(State {
+            behaviour,
+            requests: Vec::new(),
+            purged: Vec::new(),
+            purge_polls_pending: 1,
+            ready: true,
+        }));
         let (stop, mut stopped) = watch::channel(());
         let st = Arc::clone(&state);
         tokio::spawn(async move {
@@ -111,6 +118,11 @@ impl Upstream {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).behaviour = b;
     }
 
+    /// Makes `GET /ready` answer 200 (`true`) or 503, as Cortex's readiness endpoint does.
+    pub fn set_ready(&self, ready: bool) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).ready = ready;
+    }
+
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).requests.clone()
@@ -130,6 +142,14 @@ impl Upstream {
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.uri().path().starts_with("/purger/") {
         return Ok(purger(&state, &req));
+    }
+    if req.uri().path() == "/ready" {
+        let ready = state.lock().unwrap_or_else(PoisonError::into_inner).ready;
+        let mut r = Response::new(Full::new(Bytes::from_static(if ready { b"ready" } else { b"not ready" })));
+        if !ready {
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        return Ok(r);
     }
     let headers = req.headers().clone();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();

@@ -20,6 +20,7 @@ use opni_metrics_proto::clusters::v1::{
     DeleteClusterRequest, EditLabelsRequest, GetClusterRequest, ListClustersRequest,
 };
 use opni_metrics_proto::convert::wire_std_duration;
+use opni_metrics_proto::cortexops::v1::cortex_ops_client::CortexOpsClient;
 use opni_metrics_proto::nodeconfig::v1::node_configuration_client::NodeConfigurationClient;
 use opni_metrics_proto::nodeconfig::v1::{
     GetConfigurationRequest, GetDefaultConfigurationRequest, ResetConfigurationRequest,
@@ -29,9 +30,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 mod args;
-pub use args::{CapabilityCmd, Cli, Clusters, Command, NodeConfig, Output, Tokens};
+mod cortex;
+pub use args::{CapabilityCmd, Cli, Clusters, Command, CortexCmd, CortexConfigCmd, NodeConfig, Output, Tokens};
 
-type Authed = InterceptedService<Channel, Bearer>;
+pub(crate) type Authed = InterceptedService<Channel, Bearer>;
 
 /// Adds the admin token to every call.
 #[derive(Debug, Clone)]
@@ -54,25 +56,31 @@ fn labels(kv: &[String]) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn duration(field: &str, s: &str) -> Result<Duration> {
+pub(crate) fn duration(field: &str, s: &str) -> Result<Duration> {
     Ok(opni_metrics_core::duration::PromDuration::parse(s).with_context(|| format!("--{field}"))?.as_duration())
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
+/// Prints `v` as JSON or YAML (`-o json|yaml`).
+pub(crate) fn print_as<T: serde::Serialize>(out: Output, v: &T) -> Result<()> {
+    match out {
+        Output::Yaml => print!("{}", serde_saphyr::to_string(v)?),
+        _ => println!("{}", serde_json::to_string_pretty(v)?),
+    }
     Ok(())
 }
 
-fn table(rows: &[Vec<String>]) {
-    let widths: Vec<usize> =
-        (0..rows.first().map_or(0, Vec::len)).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+/// Prints aligned columns; widths count characters, not bytes.
+pub(crate) fn table(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0))
+        .collect();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", line.join("  ").trim_end());
     }
 }
 
-fn status_err(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_err(s: tonic::Status) -> anyhow::Error {
     anyhow!("{}: {}", format!("{:?}", s.code()).to_lowercase(), s.message())
 }
 
@@ -96,6 +104,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Clusters(c) => clusters(ClustersClient::with_interceptor(channel, bearer), c, out).await,
         Command::Capability(c) => capability(CapabilityClient::with_interceptor(channel, bearer), c, out).await,
         Command::NodeConfig(n) => node_config(NodeConfigurationClient::with_interceptor(channel, bearer), n, out).await,
+        Command::Cortex(c) => cortex::run(CortexOpsClient::with_interceptor(channel, bearer), c, out).await,
     }
 }
 
@@ -110,7 +119,8 @@ async fn tokens(mut c: BootstrapClient<Authed>, cmd: Tokens, out: Output) -> Res
             };
             let t = c.create_token(req).await.map_err(status_err)?.into_inner();
             match out {
-                Output::Json => print_json(
+                Output::Json | Output::Yaml => print_as(
+                    out,
                     &serde_json::json!({"id": t.id, "token": t.token, "expiresAt": ts(t.expires_at), "maxUses": t.max_uses}),
                 ),
                 Output::Table => {
@@ -127,7 +137,7 @@ async fn tokens(mut c: BootstrapClient<Authed>, cmd: Tokens, out: Output) -> Res
         Tokens::List => {
             let items = c.list_tokens(()).await.map_err(status_err)?.into_inner().items;
             match out {
-                Output::Json => print_json(&items.iter().map(|t| serde_json::json!({"id": t.id, "expiresAt": ts(t.expires_at), "maxUses": t.max_uses, "uses": t.uses, "labels": t.labels})).collect::<Vec<_>>()),
+                Output::Json | Output::Yaml => print_as(out, &items.iter().map(|t| serde_json::json!({"id": t.id, "expiresAt": ts(t.expires_at), "maxUses": t.max_uses, "uses": t.uses, "labels": t.labels})).collect::<Vec<_>>()),
                 Output::Table => {
                     let mut rows = vec![vec!["ID".into(), "EXPIRES (unix s)".into(), "USES".into(), "LABELS".into()]];
                     for t in items {
@@ -152,7 +162,7 @@ fn fmt_labels(l: &BTreeMap<String, String>) -> String {
 
 fn print_clusters(list: Vec<Cluster>, out: Output) -> Result<()> {
     match out {
-        Output::Json => print_json(&list),
+        Output::Json | Output::Yaml => print_as(out, &list),
         Output::Table => {
             let mut rows = vec![vec!["CLUSTER".into(), "LABELS".into(), "CAPABILITIES".into()]];
             for c in list {
@@ -235,15 +245,32 @@ async fn capability(mut c: CapabilityClient<Authed>, cmd: CapabilityCmd, out: Ou
                 })
                 .collect();
             let in_sync = !s.applied_digest.is_empty() && s.applied_digest == s.desired_digest;
+            let disabled: Vec<&str> = s
+                .disabled_reasons
+                .iter()
+                .filter_map(|r| opni_metrics_proto::common::v1::DisabledReason::try_from(*r).ok())
+                .filter_map(opni_metrics_proto::convert::disabled_reason)
+                .map(|r| r.message())
+                .collect();
             match out {
-                Output::Json => print_json(&serde_json::json!({
-                    "enabled": s.enabled, "connected": s.connected, "inSync": in_sync,
-                    "appliedDigest": s.applied_digest, "desiredDigest": s.desired_digest,
-                    "lastSync": s.last_sync.map(|t| t.seconds), "conditions": conds,
-                })),
+                Output::Json | Output::Yaml => print_as(
+                    out,
+                    &serde_json::json!({
+                        "enabled": s.enabled, "connected": s.connected, "inSync": in_sync,
+                        "appliedDigest": s.applied_digest, "desiredDigest": s.desired_digest,
+                        "lastSync": s.last_sync.map(|t| t.seconds), "conditions": conds, "disabledReasons": disabled,
+                    }),
+                ),
                 Output::Table => {
                     table(&[
-                        vec!["enabled".into(), s.enabled.to_string()],
+                        vec![
+                            "enabled".into(),
+                            if disabled.is_empty() {
+                                s.enabled.to_string()
+                            } else {
+                                format!("{} ({})", s.enabled, disabled.join("; "))
+                            },
+                        ],
                         vec!["connected".into(), s.connected.to_string()],
                         vec!["in sync".into(), in_sync.to_string()],
                         vec!["desired".into(), s.desired_digest.chars().take(12).collect()],
@@ -320,7 +347,7 @@ async fn node_config(mut c: NodeConfigurationClient<Authed>, cmd: NodeConfig, ou
         let spec = MetricsCapabilitySpec::try_from(spec.ok_or_else(|| anyhow!("gateway sent no spec"))?)
             .map_err(|e| anyhow!("{e}"))?;
         match out {
-            Output::Json => print_json(&serde_json::json!({"revision": revision, "spec": spec})),
+            Output::Json | Output::Yaml => print_as(out, &serde_json::json!({"revision": revision, "spec": spec})),
             Output::Table => {
                 println!("# revision {revision}");
                 println!("{}", serde_json::to_string_pretty(&spec)?);

@@ -1,15 +1,16 @@
-//! The external cluster driver: an existing Cortex-compatible store reached over HTTP. It is
-//! installed by definition; tenant data deletion uses Cortex's purger API when configured.
+//! The external cluster driver: an existing Cortex-compatible store reached over HTTP(S). It
+//! is installed by definition; its status comes from its readiness endpoint (`/ready` on
+//! Cortex and Mimir); tenant data deletion uses Cortex's purger API when configured. Every
+//! call uses the push path's TLS settings (CA, client certificate), a deadline and a body
+//! limit.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::Limited;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use opni_metrics_core::ClusterId;
 use opni_metrics_core::cluster::ClusterConfig;
 use opni_metrics_core::driver::{AppState, ClusterDriver, ClusterStatus, DriverError};
@@ -29,14 +30,26 @@ pub enum TenantDeletion {
     Unsupported,
 }
 
-/// An existing upstream reached over plain HTTP (the management calls; remote write has its
-/// own pooled client).
-#[derive(Debug, Clone)]
+/// Largest response body read from a management call.
+const MAX_BODY: usize = 256 * 1024;
+/// Deadline of one management call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An existing upstream (the management calls; remote write has its own pooled client with
+/// the same TLS settings).
+#[derive(Clone)]
 pub struct ExternalCluster {
     base: String,
+    ready_path: String,
     tenant_header: HeaderName,
     deletion: TenantDeletion,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: crate::forward::HttpClient,
+}
+
+impl std::fmt::Debug for ExternalCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExternalCluster").field("base", &self.base).finish_non_exhaustive()
+    }
 }
 
 fn transient(context: &str, e: impl std::error::Error + Send + Sync + 'static) -> DriverError {
@@ -48,35 +61,44 @@ fn transient(context: &str, e: impl std::error::Error + Send + Sync + 'static) -
 struct Msg(String);
 
 impl ExternalCluster {
-    /// A driver for the upstream whose push URL is `push_url`.
-    pub fn new(push_url: &Uri, tenant_header: HeaderName, deletion: TenantDeletion) -> Self {
-        let base = format!(
-            "{}://{}",
-            push_url.scheme_str().unwrap_or("http"),
-            push_url.authority().map_or("", |a| a.as_str())
-        );
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(Duration::from_secs(5)));
-        Self { base, tenant_header, deletion, client: Client::builder(TokioExecutor::new()).build(http) }
+    /// A driver for the upstream of `settings` (its push URL's scheme and authority, its TLS
+    /// files, its readiness path).
+    ///
+    /// # Errors
+    /// The TLS files are unusable.
+    pub fn new(settings: &crate::settings::UpstreamSettings) -> Result<Self, crate::forward::UpstreamError> {
+        Ok(Self {
+            base: base_url(&settings.url),
+            ready_path: settings.ready_path.clone(),
+            tenant_header: settings.tenant_header.clone(),
+            deletion: settings.tenant_deletion,
+            client: crate::forward::upstream_client(settings)?,
+        })
     }
 
-    async fn call(&self, method: Method, path: &str, tenant: &ClusterId) -> Result<(u16, Bytes), DriverError> {
-        let tenant = HeaderValue::from_str(tenant.as_str()).map_err(|e| transient("tenant header", e))?;
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header(self.tenant_header.clone(), tenant)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| transient("request", e))?;
-        let fut = self.client.request(req);
-        let resp = tokio::time::timeout(Duration::from_secs(30), fut)
-            .await
-            .map_err(|_| transient(path, Msg("timed out".into())))?
-            .map_err(|e| transient(path, e))?;
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.map_err(|e| transient(path, e))?.to_bytes();
-        Ok((status, body))
+    async fn call(&self, method: Method, path: &str, tenant: Option<&ClusterId>) -> Result<(u16, Bytes), DriverError> {
+        let mut req = Request::builder().method(method).uri(format!("{}{path}", self.base));
+        if let Some(t) = tenant {
+            let t = HeaderValue::from_str(t.as_str()).map_err(|e| transient("tenant header", e))?;
+            req = req.header(self.tenant_header.clone(), t);
+        }
+        let req = req.body(Full::new(Bytes::new())).map_err(|e| transient("request", e))?;
+        let fut = async {
+            let resp = self.client.request(req).await.map_err(|e| transient(path, e))?;
+            let status = resp.status().as_u16();
+            let body = match Limited::new(resp.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return Err(transient(path, Msg(format!("reading the answer: {e}")))),
+            };
+            Ok((status, body))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, fut).await.map_err(|_| transient(path, Msg("timed out".into())))?
     }
+}
+
+/// `scheme://authority` of a URL.
+fn base_url(url: &Uri) -> String {
+    format!("{}://{}", url.scheme_str().unwrap_or("http"), url.authority().map_or("", |a| a.as_str()))
 }
 
 #[derive(Deserialize)]
@@ -91,11 +113,25 @@ impl ClusterDriver for ExternalCluster {
 
     fn status(&self) -> BoxFuture<'_, Result<ClusterStatus, DriverError>> {
         Box::pin(async move {
+            // installed by definition; whether it works is its readiness
+            let (app_state, warnings) = match self.call(Method::GET, &self.ready_path, None).await {
+                Ok((200..=299, _)) => (AppState::Running, Vec::new()),
+                Ok((s, body)) => (
+                    AppState::Failed,
+                    vec![format!(
+                        "{}{} answered {s}: {}",
+                        self.base,
+                        self.ready_path,
+                        String::from_utf8_lossy(&body[..body.len().min(256)]).trim()
+                    )],
+                ),
+                Err(e) => (AppState::Failed, vec![opni_metrics_core::error_chain(&e)]),
+            };
             Ok(ClusterStatus {
                 install_state: UpstreamState::Installed,
-                app_state: AppState::Running,
+                app_state,
                 workloads: Vec::new(),
-                warnings: Vec::new(),
+                warnings,
                 version: None,
             })
         })
@@ -110,7 +146,7 @@ impl ClusterDriver for ExternalCluster {
             if self.deletion == TenantDeletion::Unsupported {
                 return Err(DriverError::Unsupported { driver: "external", operation: "delete a tenant's data" });
             }
-            match self.call(Method::POST, "/purger/delete_tenant", tenant).await? {
+            match self.call(Method::POST, "/purger/delete_tenant", Some(tenant)).await? {
                 (200..=299, _) => Ok(()),
                 (s, body) => Err(transient(
                     "delete tenant",
@@ -125,7 +161,7 @@ impl ClusterDriver for ExternalCluster {
         tenant: &'a ClusterId,
     ) -> BoxFuture<'a, Result<PurgeProgress, DriverError>> {
         Box::pin(async move {
-            match self.call(Method::GET, "/purger/delete_tenant_status", tenant).await? {
+            match self.call(Method::GET, "/purger/delete_tenant_status", Some(tenant)).await? {
                 (200..=299, body) => {
                     let s: DeletionStatus =
                         serde_json::from_slice(&body).map_err(|e| transient("tenant deletion status", e))?;

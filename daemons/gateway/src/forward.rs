@@ -39,7 +39,7 @@ pub enum UpstreamError {
     Scheme(Uri),
 }
 
-type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// The bare forwarder (no limits): one POST per request on a pooled HTTP/1.1 or HTTP/2 client.
 #[derive(Clone)]
@@ -60,47 +60,58 @@ impl Forwarder {
     /// # Errors
     /// [`UpstreamError`].
     pub fn new(settings: UpstreamSettings) -> Result<Self, UpstreamError> {
-        match settings.url.scheme_str() {
-            Some("http" | "https") => {}
-            _ => return Err(UpstreamError::Scheme(settings.url.clone())),
-        }
-        let roots = match &settings.ca {
-            Some(ca) => Arc::unwrap_or_clone(tls::roots(ca)?),
-            None => {
-                let mut roots = RootCertStore::empty();
-                for c in rustls_native_certs::load_native_certs().certs {
-                    let _ = roots.add(c);
-                }
-                roots
-            }
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots);
-        let tls = match &settings.client_cert {
-            Some((cert, key)) => {
-                builder.with_client_auth_cert(tls::read_certs("certificate", cert)?, tls::read_key(key)?)?
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .build(https);
+        let client = upstream_client(&settings)?;
         Ok(Self { client, settings: Arc::new(settings) })
     }
+}
+
+/// The pooled HTTP/1.1 + HTTP/2 client for the upstream: `https` with the configured CA (the
+/// system roots when none) and client certificate, or plain `http`. Every call to the upstream
+/// (remote write, readiness, tenant deletion) goes through one like it.
+///
+/// # Errors
+/// [`UpstreamError`].
+pub(crate) fn upstream_client(settings: &UpstreamSettings) -> Result<HttpClient, UpstreamError> {
+    match settings.url.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(UpstreamError::Scheme(settings.url.clone())),
+    }
+    let roots = match &settings.ca {
+        Some(ca) => Arc::unwrap_or_clone(tls::roots(ca)?),
+        None => {
+            let mut roots = RootCertStore::empty();
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+            roots
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let tls = match &settings.client_cert {
+        Some((cert, key)) => {
+            builder.with_client_auth_cert(tls::read_certs("certificate", cert)?, tls::read_key(key)?)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(settings.timeout.min(Duration::from_secs(5))));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .build(https);
+    Ok(client)
 }
 
 impl Service<ForwardRequest> for Forwarder {

@@ -33,6 +33,7 @@ use crate::ca::{Ca, CaError};
 use crate::capability::CapabilityService;
 use crate::cluster_driver::ExternalCluster;
 use crate::clusters::ClustersService;
+use crate::cortexops::CortexOpsService;
 use crate::forward::{ForwardService, Forwarder, UpstreamError, stack};
 use crate::metrics::GatewayMetrics;
 use crate::nodeconfig::NodeConfigService;
@@ -41,6 +42,8 @@ use crate::settings::{GatewaySettings, InvalidSetting, Listen};
 use crate::state::{State, StateError};
 use crate::sync::{Hub, NodeSyncService, StatusCache, os_seed, watch_store};
 use crate::uninstall::Uninstaller;
+use crate::upstream::UpstreamWatch;
+use opni_metrics_proto::cortexops::v1::cortex_ops_server::CortexOpsServer;
 
 /// Why a gateway could not be built or start serving.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,8 @@ pub struct Gateway {
     hub: Hub,
     statuses: Arc<StatusCache>,
     uninstaller: Uninstaller,
+    driver: Arc<dyn ClusterDriver>,
+    upstream: UpstreamWatch,
     ca: Arc<Ca>,
     metrics: Arc<GatewayMetrics>,
     ops: Arc<Ops>,
@@ -192,8 +197,8 @@ impl Gateway {
         Routes::new(remote).add_service(node_sync).add_service(join)
     }
 
-    /// The management services (`Capability`, `NodeConfiguration`, `Clusters`, `Bootstrap`),
-    /// each behind the [`Authenticator`].
+    /// The management services (`Capability`, `NodeConfiguration`, `CortexOps`, `Clusters`,
+    /// `Bootstrap`), each behind the [`Authenticator`].
     pub fn management_services(&self) -> Routes {
         let check = interceptor(Arc::clone(&self.authenticator));
         let state = &self.state;
@@ -207,6 +212,10 @@ impl Gateway {
             check.clone(),
         ))
         .add_service(NodeConfigurationServer::with_interceptor(NodeConfigService::new(state.clone()), check.clone()))
+        .add_service(CortexOpsServer::with_interceptor(
+            CortexOpsService::new(state.clone(), Arc::clone(&self.driver), self.upstream.clone()),
+            check.clone(),
+        ))
         .add_service(ClustersServer::with_interceptor(ClustersService::new(state.clone()), check.clone()))
         .add_service(BootstrapServer::with_interceptor(
             BootstrapService::new(state.clone(), Arc::clone(&self.ca), false, self.settings.cert_validity),
@@ -344,6 +353,9 @@ impl Gateway {
         if d.aborted > 0 {
             tracing::warn!(aborted = d.aborted, "some work did not finish within the drain timeout");
         }
+        // store work whose futures the stopped tasks dropped still finishes: wait for it, so the
+        // store is free (an embedded file can be opened again) when this returns
+        self.state.store().quiesce().await;
     }
 }
 

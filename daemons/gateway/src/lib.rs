@@ -46,6 +46,7 @@ pub mod ca;
 mod capability;
 pub mod cluster_driver;
 mod clusters;
+mod cortexops;
 mod errors;
 pub mod forward;
 mod gateway;
@@ -58,6 +59,7 @@ pub mod settings;
 pub mod state;
 pub mod sync;
 mod uninstall;
+mod upstream;
 
 pub use gateway::{Addresses, Gateway, GatewayBuilder, Listeners, StartError};
 pub use settings::{GatewaySettings, Listen, UpstreamSettings};

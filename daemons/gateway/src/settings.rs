@@ -60,6 +60,13 @@ pub struct UpstreamSettings {
     pub max_response_body: usize,
     /// How the upstream deletes a tenant's data. Default Cortex's purger.
     pub tenant_deletion: TenantDeletion,
+    /// The external upstream's readiness path. Default `/ready` (Cortex, Mimir); a
+    /// Prometheus receiver answers on `/-/ready`.
+    pub ready_path: String,
+    /// How often the cluster driver's status is read. Default 10 s.
+    pub status_interval: Duration,
+    /// How long the upstream must fail continuously before agents are disabled. Default 2 min.
+    pub failing_grace: Duration,
 }
 
 impl Default for UpstreamSettings {
@@ -73,6 +80,9 @@ impl Default for UpstreamSettings {
             client_cert: None,
             max_response_body: 64 * 1024,
             tenant_deletion: TenantDeletion::Cortex,
+            ready_path: "/ready".into(),
+            status_interval: Duration::from_secs(10),
+            failing_grace: Duration::from_secs(120),
         }
     }
 }
@@ -163,6 +173,12 @@ impl GatewaySettings {
         }
         if self.upstream.timeout.is_zero() || self.upstream.timeout >= Duration::from_secs(30) {
             return Err(invalid("upstream.timeout", "must be above 0s and below Prometheus's 30s remote timeout"));
+        }
+        if !self.upstream.ready_path.starts_with('/') {
+            return Err(invalid("upstream.readyPath", "must be a path starting with /"));
+        }
+        if self.upstream.status_interval.is_zero() {
+            return Err(invalid("upstream.statusInterval", "must be above 0s"));
         }
         if self.upstream.max_concurrency == 0 {
             return Err(invalid("upstream.maxConcurrency", "must be at least 1"));

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::StoredToken;
 
+mod cortex;
+pub use cortex::{HISTORY_LEN, HistoryRecord, Target};
+
 /// Key prefix of clusters.
 pub(crate) const CLUSTERS: &str = "clusters/";
 /// Key of the default node spec.
@@ -29,7 +32,7 @@ pub(crate) const STATUS: &str = "status/";
 pub(crate) const TASKS: &str = "tasks/uninstall/";
 /// Key prefix of bootstrap tokens.
 pub(crate) const TOKENS: &str = "tokens/";
-/// Key of the upstream install state.
+/// Key of the upstream state (what node enablement follows).
 pub(crate) const UPSTREAM: &str = "upstream/state";
 
 /// State errors.

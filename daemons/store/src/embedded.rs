@@ -168,9 +168,47 @@ pub enum EmbeddedError {
 #[derive(Debug)]
 pub struct EmbeddedStore {
     db: Arc<Db>,
+    /// Operations running on the blocking pool (their futures may be gone).
+    in_flight: Arc<InFlight>,
     history: History,
     /// The newest committed revision; watchers wake when it moves.
     committed: Arc<watch::Sender<Revision>>,
+}
+
+/// Counts blocking operations; [`Store::quiesce`] waits for the count to reach zero.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    n: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One running operation, counted until dropped (inside the blocking closure, so it counts
+/// the work, not the future).
+pub(crate) struct Running(Arc<InFlight>);
+
+impl InFlight {
+    pub(crate) fn start(self: &Arc<Self>) -> Running {
+        self.n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Running(Arc::clone(self))
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.n.load(std::sync::atomic::Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -231,6 +269,7 @@ impl EmbeddedStore {
         let (committed, _) = watch::channel(revision);
         Ok(Self {
             db: Arc::new(db),
+            in_flight: Arc::new(InFlight::default()),
             history: History { events: history.events.max(1), ..history },
             committed: Arc::new(committed),
         })
@@ -247,7 +286,16 @@ impl EmbeddedStore {
         op: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let db = Arc::clone(&self.db);
-        tokio::task::spawn_blocking(move || op(&db)).await.map_err(|source| {
+        let running = self.in_flight.start();
+        tokio::task::spawn_blocking(move || {
+            let out = op(&db);
+            // the database handle goes before the operation counts as done
+            drop(db);
+            drop(running);
+            out
+        })
+        .await
+        .map_err(|source| {
             StoreError::Unavailable(Box::new(EmbeddedError::Task { path: self.db.path.clone(), source }))
         })?
     }
@@ -510,6 +558,7 @@ impl Store for EmbeddedStore {
             }
             let watcher = Watcher {
                 db: Arc::clone(&self.db),
+                in_flight: Arc::clone(&self.in_flight),
                 prefix: Arc::from(prefix),
                 cursor: after,
                 committed,
@@ -519,6 +568,12 @@ impl Store for EmbeddedStore {
             let events = stream::unfold(watcher, |mut w| async move { w.next().await.map(|item| (item, w)) });
             let events: BoxStream<'static, _> = Box::pin(events);
             Ok(events)
+        })
+    }
+
+    fn quiesce(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            self.in_flight.idle().await;
         })
     }
 }

@@ -15,7 +15,24 @@ impl TryFrom<pb::CapabilityBackendConfigSpec> for ClusterConfig {
     /// Converts and validates a configuration ([`ClusterConfig::validate`]). The `revision`
     /// field is not part of the configuration: read it from the message.
     fn try_from(w: pb::CapabilityBackendConfigSpec) -> Result<Self, ConvertError> {
-        let config = Self {
+        let config = cluster_config_unvalidated(w)?;
+        config.validate().map_err(|e| {
+            let field = wire_path(&e.field, &config.storage);
+            ConvertError::InvalidSpec { field, reason: e.reason }
+        })?;
+        Ok(config)
+    }
+}
+
+/// The structural part of the conversion: required fields and enums are checked, the
+/// configuration's own rules ([`ClusterConfig::findings`]) are not. For a dry run, which
+/// reports every finding rather than the first.
+///
+/// # Errors
+/// [`ConvertError`] naming the missing or invalid field.
+pub fn cluster_config_unvalidated(w: pb::CapabilityBackendConfigSpec) -> Result<ClusterConfig, ConvertError> {
+    {
+        Ok(ClusterConfig {
             enabled: w.enabled,
             mode: decode_enum("mode", w.mode, deployment_mode)?,
             storage: convert_required("storage", w.storage)?,
@@ -29,12 +46,7 @@ impl TryFrom<pb::CapabilityBackendConfigSpec> for ClusterConfig {
                 .grafana
                 .map(|g| Grafana { enabled: g.enabled, version: g.version, hostname: g.hostname })
                 .unwrap_or_default(),
-        };
-        config.validate().map_err(|e| {
-            let field = wire_path(&e.field, &config.storage);
-            ConvertError::InvalidSpec { field, reason: e.reason }
-        })?;
-        Ok(config)
+        })
     }
 }
 
@@ -63,7 +75,7 @@ impl From<ClusterConfig> for pb::CapabilityBackendConfigSpec {
 
 /// Core validation names storage fields as in the configuration document, where the backend's
 /// settings sit directly under `storage`; on the wire they sit under the backend's message.
-fn wire_path(field: &str, storage: &Storage) -> String {
+pub fn wire_path(field: &str, storage: &Storage) -> String {
     match field.strip_prefix("storage.") {
         Some(rest) if rest != "backend" => format!("storage.{}.{rest}", section(storage)),
         _ => field.to_owned(),

@@ -40,12 +40,14 @@ impl From<NodeConfig> for pb::NodeConfig {
     }
 }
 
-fn disabled_reason(w: pb::DisabledReason) -> Option<DisabledReason> {
+/// The core reason of a wire one (`None` for `UNSPECIFIED`).
+pub fn disabled_reason(w: pb::DisabledReason) -> Option<DisabledReason> {
     match w {
         pb::DisabledReason::Unspecified => None,
         pb::DisabledReason::CapabilityNotInstalled => Some(DisabledReason::CapabilityNotInstalled),
         pb::DisabledReason::UninstallInProgress => Some(DisabledReason::UninstallInProgress),
         pb::DisabledReason::UpstreamNotInstalled => Some(DisabledReason::UpstreamNotInstalled),
+        pb::DisabledReason::UpstreamUnavailable => Some(DisabledReason::UpstreamUnavailable),
     }
 }
 
@@ -55,6 +57,7 @@ impl From<DisabledReason> for pb::DisabledReason {
             DisabledReason::CapabilityNotInstalled => Self::CapabilityNotInstalled,
             DisabledReason::UninstallInProgress => Self::UninstallInProgress,
             DisabledReason::UpstreamNotInstalled => Self::UpstreamNotInstalled,
+            DisabledReason::UpstreamUnavailable => Self::UpstreamUnavailable,
         }
     }
 }

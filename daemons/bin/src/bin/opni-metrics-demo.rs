@@ -44,6 +44,8 @@ async fn run() -> Result<()> {
     gc.management.listen = "127.0.0.1:0".into();
     gc.upstream.url = format!("{recv}/api/v1/write");
     gc.upstream.tenant_deletion = TenantDeletion::Unsupported;
+    // the upstream is a Prometheus receiver: its readiness is /-/ready
+    gc.upstream.ready_path = "/-/ready".into();
     let gw = opni_metrics_daemons::start_gateway(gc.validate().map_err(|e| anyhow!("{e}"))?)
         .await
         .map_err(|e| anyhow!("{e:?}"))?;

@@ -30,6 +30,8 @@ pub enum Output {
     Table,
     /// JSON for programs.
     Json,
+    /// YAML for programs and people.
+    Yaml,
 }
 
 /// Commands.
@@ -47,6 +49,106 @@ pub enum Command {
     /// Node configuration (the default, or one cluster's override).
     #[command(subcommand, name = "node-config")]
     NodeConfig(NodeConfig),
+    /// The upstream Cortex: its configuration, install, uninstall and status.
+    #[command(subcommand)]
+    Cortex(CortexCmd),
+}
+
+/// Cortex commands.
+#[derive(Debug, Subcommand)]
+pub enum CortexCmd {
+    /// The Cortex configuration (the active one, or the default with --default).
+    #[command(subcommand)]
+    Config(CortexConfigCmd),
+    /// Install Cortex with the active configuration and wait until it runs.
+    Install {
+        /// Return once the request is accepted.
+        #[arg(long)]
+        no_wait: bool,
+        /// Longest wait, e.g. 10m.
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
+    /// Uninstall Cortex (refused while any cluster has the metrics capability) and wait until
+    /// it is gone.
+    Uninstall {
+        /// Return once the request is accepted.
+        #[arg(long)]
+        no_wait: bool,
+        /// Longest wait, e.g. 10m.
+        #[arg(long, default_value = "10m")]
+        timeout: String,
+    },
+    /// Install state, application state and every workload's readiness.
+    Status,
+}
+
+/// Cortex configuration commands.
+#[derive(Debug, Subcommand)]
+pub enum CortexConfigCmd {
+    /// Show the configuration (secrets redacted).
+    Get {
+        /// The default configuration instead of the active one.
+        #[arg(long)]
+        default: bool,
+        /// An earlier revision.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Set the configuration from a YAML or JSON file, or from a preset.
+    Set {
+        /// The default configuration instead of the active one.
+        #[arg(long)]
+        default: bool,
+        /// The configuration file (as `get -o yaml` prints it; redacted secrets are kept).
+        #[arg(long, short = 'f', conflicts_with = "preset", required_unless_present = "preset")]
+        file: Option<PathBuf>,
+        /// A preset's id (see `presets`).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Only write if the configuration is still at this revision.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Reset the active configuration to the default (or the default to the built-in one).
+    Reset {
+        /// The default configuration instead of the active one.
+        #[arg(long)]
+        default: bool,
+        /// Only reset if the configuration is still at this revision.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// Every revision of the configuration, oldest first.
+    History {
+        /// The default configuration instead of the active one.
+        #[arg(long)]
+        default: bool,
+        /// Include each revision's configuration.
+        #[arg(long)]
+        values: bool,
+    },
+    /// Show what a set or reset would store and every validation error and warning; stores
+    /// nothing.
+    DryRun {
+        /// The default configuration instead of the active one.
+        #[arg(long)]
+        default: bool,
+        /// The configuration file of a set.
+        #[arg(long, short = 'f', conflicts_with_all = ["preset", "reset"])]
+        file: Option<PathBuf>,
+        /// A preset's id, for a set.
+        #[arg(long, conflicts_with = "reset")]
+        preset: Option<String>,
+        /// Simulate a reset instead of a set.
+        #[arg(long)]
+        reset: bool,
+        /// The revision the change is based on.
+        #[arg(long)]
+        revision: Option<u64>,
+    },
+    /// The presets: named starting points.
+    Presets,
 }
 
 /// Token commands.

@@ -239,6 +239,13 @@ pub struct UpstreamConfig {
     pub max_response_body_bytes: usize,
     /// How the upstream deletes a tenant's data (`cortex` or `unsupported`).
     pub tenant_deletion: TenantDeletion,
+    /// Readiness path of an external upstream (`/ready` for Cortex and Mimir, `/-/ready` for a
+    /// Prometheus receiver); its answer drives whether agents are enabled.
+    pub ready_path: String,
+    /// How often the upstream's status is read.
+    pub status_interval: PromDuration,
+    /// How long the upstream must fail continuously before agents are disabled.
+    pub failing_grace: PromDuration,
 }
 
 impl Default for UpstreamConfig {
@@ -253,6 +260,9 @@ impl Default for UpstreamConfig {
             key: None,
             max_response_body_bytes: 64 * 1024,
             tenant_deletion: TenantDeletion::Cortex,
+            ready_path: "/ready".into(),
+            status_interval: PromDuration::from_secs(10),
+            failing_grace: PromDuration::from_secs(120),
         }
     }
 }
@@ -375,6 +385,12 @@ impl UpstreamConfig {
         u.client_cert = client_cert;
         u.max_response_body = self.max_response_body_bytes.max(256);
         u.tenant_deletion = self.tenant_deletion;
+        if !self.ready_path.starts_with('/') {
+            return Err(ConfigError::invalid("upstream.readyPath", "must be a path starting with /"));
+        }
+        u.ready_path.clone_from(&self.ready_path);
+        u.status_interval = positive("upstream.statusInterval", self.status_interval)?;
+        u.failing_grace = self.failing_grace.as_duration();
         Ok(u)
     }
 }

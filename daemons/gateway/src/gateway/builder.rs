@@ -127,11 +127,7 @@ impl GatewayBuilder {
                 (Some(t), a)
             }
         };
-        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::new(
-            &settings.upstream.url,
-            settings.upstream.tenant_header.clone(),
-            settings.upstream.tenant_deletion,
-        ));
+        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::new(&settings.upstream)?);
         #[cfg(feature = "kubernetes")]
         let default_driver = match self.kubernetes {
             Some(k) => crate::kubernetes::start(k, Arc::clone(&external), &tasks)?,
@@ -146,7 +142,14 @@ impl GatewayBuilder {
         watch_store(state.clone(), hub.clone(), &tasks);
         let statuses = Arc::new(StatusCache::default());
         statuses.start_writer(state.clone(), &tasks);
-        let uninstaller = Uninstaller::new(state.clone(), hub.clone(), driver, tasks.clone());
+        let upstream = UpstreamWatch::start(
+            state.clone(),
+            Arc::clone(&driver),
+            settings.upstream.status_interval,
+            settings.upstream.failing_grace,
+            &tasks,
+        );
+        let uninstaller = Uninstaller::new(state.clone(), hub.clone(), Arc::clone(&driver), tasks.clone());
         if let Err(e) = uninstaller.resume_all().await {
             tasks.abort_all();
             return Err(e.into());
@@ -157,6 +160,8 @@ impl GatewayBuilder {
             hub,
             statuses,
             uninstaller,
+            driver,
+            upstream,
             ca,
             metrics,
             ops,

@@ -65,3 +65,19 @@ fn a_file_can_be_open_once() {
     let _first = EmbeddedStore::open(&path).unwrap();
     assert!(matches!(EmbeddedStore::open(&path), Err(EmbeddedError::Open { .. })));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiesce_waits_for_work_whose_future_was_dropped() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = EmbeddedStore::open(&path).unwrap();
+    // polled once: the write is handed to the blocking pool; then its future is dropped
+    let started = store.put("k", Bytes::from_static(b"v"), Precondition::None).now_or_never();
+    assert!(started.is_none(), "the write runs on the blocking pool");
+    store.quiesce().await;
+    drop(store);
+    // the file is free, and the write whose future was dropped is done, not half done
+    let again = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(again.get("k").await.unwrap().map(|kv| kv.value), Some(Bytes::from_static(b"v")));
+}

@@ -5,6 +5,7 @@ use super::*;
 /// A watcher's state between items.
 pub(super) struct Watcher {
     pub(super) db: Arc<Db>,
+    pub(super) in_flight: Arc<InFlight>,
     pub(super) prefix: Arc<str>,
     /// Every event up to here has been delivered or filtered out.
     pub(super) cursor: Revision,
@@ -35,7 +36,14 @@ impl Watcher {
                 continue;
             }
             let (db, prefix, cursor) = (Arc::clone(&self.db), Arc::clone(&self.prefix), self.cursor);
-            let read = tokio::task::spawn_blocking(move || read_events(&db, &prefix, cursor)).await;
+            let running = self.in_flight.start();
+            let read = tokio::task::spawn_blocking(move || {
+                let out = read_events(&db, &prefix, cursor);
+                drop(db);
+                drop(running);
+                out
+            })
+            .await;
             match read {
                 Ok(Ok((events, scanned))) => {
                     self.cursor = scanned.max(self.cursor);
