@@ -81,6 +81,18 @@ impl Upstream {
     /// # Panics
     /// If it cannot bind.
     pub async fn start(behaviour: Behaviour) -> Self {
+        Self::serve(behaviour, None).await
+    }
+
+    /// Starts on 127.0.0.1 serving HTTPS with `tls` (which may require client certificates).
+    ///
+    /// # Panics
+    /// If it cannot bind.
+    pub async fn start_tls(behaviour: Behaviour, tls: rustls::ServerConfig) -> Self {
+        Self::serve(behaviour, Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))).await
+    }
+
+    async fn serve(behaviour: Behaviour, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(Mutex::new(State {
@@ -99,9 +111,21 @@ impl Upstream {
                     _ = stopped.changed() => return,
                 };
                 let st = Arc::clone(&st);
+                let tls = tls.clone();
                 let svc = hyper::service::service_fn(move |req| handle(Arc::clone(&st), req));
                 tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), svc).await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+                        }
+                        Some(acceptor) => {
+                            // a failed handshake (no or a wrong client certificate) serves nothing
+                            if let Ok(stream) = acceptor.accept(tcp).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });

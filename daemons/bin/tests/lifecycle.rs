@@ -265,3 +265,55 @@ async fn join_install_configure_restart_uninstall_cancel() {
     .await
     .unwrap();
 }
+
+/// `opni-metrics cortex …` against the gateway binary (external upstream): presets, set from a
+/// preset and from a file, get as YAML, dry run naming the field, history, status, and an
+/// install the external driver refuses in words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cortex_cli_configures_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Upstream::start(Behaviour::status(204)).await;
+    let gw = Gateway::start(dir.path(), &upstream.url(), None).await;
+
+    let presets = gw.json(&["cortex", "config", "presets"]).await;
+    assert_eq!(presets.as_array().unwrap().len(), 2);
+    assert!(gw.ok(&["cortex", "config", "set", "--preset", "all-in-one"]).await.contains("stored at revision"));
+    assert!(gw.ok(&["cortex", "config", "set", "--preset", "all-in-one"]).await.contains("unchanged"));
+    let yaml = gw.ok(&["cortex", "config", "get", "-o", "yaml"]).await;
+    assert!(yaml.contains("allInOne") && yaml.contains("revision:"), "{yaml}");
+
+    // edit what `get -o yaml` printed and set it back with optimistic concurrency
+    let file = dir.path().join("cortex.yaml");
+    std::fs::write(&file, yaml.replace("retention: 4w2d", "retention: 14d")).unwrap();
+    let rev: serde_json::Value = gw.json(&["cortex", "config", "get"]).await;
+    let rev = rev["revision"].as_u64().unwrap().to_string();
+    let out = gw.ok(&["cortex", "config", "set", "-f", file.to_str().unwrap(), "--revision", &rev]).await;
+    assert!(out.contains("stored at revision"), "{out}");
+    let o = gw.cli(&["cortex", "config", "set", "-f", file.to_str().unwrap(), "--revision", &rev]).await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("aborted"), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // a dry run of a bad file names every field and exits non-zero; nothing is stored
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "mode: highlyAvailable\nstorage:\n  backend: filesystem\n  directory: /data\nretention: 1h\nworkloads:\n  ingestor: {}\n",
+    )
+    .unwrap();
+    let o = gw.cli(&["cortex", "config", "dry-run", "-f", bad.to_str().unwrap()]).await;
+    assert!(!o.status.success());
+    let shown = String::from_utf8_lossy(&o.stdout);
+    for field in ["storage.backend", "retention", "workloads.ingestor"] {
+        assert!(shown.contains(field), "{field}: {shown}");
+    }
+    let history = gw.json(&["cortex", "config", "history"]).await;
+    assert_eq!(history.as_array().unwrap().len(), 2);
+
+    let status = gw.json(&["cortex", "status"]).await;
+    assert_eq!(status["configuration"], "configured");
+    assert_eq!(status["install"], "installed", "an external upstream is installed by definition: {status}");
+    let o = gw.cli(&["cortex", "install", "--no-wait"]).await;
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("installing failed") && err.contains("external"), "{err}");
+}

@@ -274,11 +274,18 @@ impl CortexOps for CortexOpsService {
         config
             .validate()
             .map_err(|e| Status::failed_precondition(format!("the active configuration is invalid: {e}")))?;
-        if !config.enabled || rev == Revision::ZERO {
-            config.enabled = true;
+        let store = !config.enabled || rev == Revision::ZERO;
+        config.enabled = true;
+        // applied first: a driver that cannot install leaves the configuration as it was
+        let r = self.driver.apply(&config).await;
+        self.upstream.refresh().await;
+        r.map_err(|e| {
+            let s = e.into_status();
+            Status::new(s.code(), format!("installing failed: {}", s.message()))
+        })?;
+        if store {
             self.state.put_cortex_config(Target::Active, &config, Some(rev)).await.map_err(status)?;
         }
-        self.apply(&config).await?;
         Ok(Response::new(()))
     }
 

@@ -106,7 +106,11 @@ pub(crate) fn upstream_client(settings: &UpstreamSettings) -> Result<HttpClient,
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
+    // the timer drives HTTP/2 keep-alive PINGs: without it hyper panics on the first h2
+    // connection (an https upstream that negotiates h2)
     let client = Client::builder(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .http2_keep_alive_interval(Duration::from_secs(20))
