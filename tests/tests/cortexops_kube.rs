@@ -112,7 +112,8 @@ async fn install_renders_cortex_readiness_reaches_status_uninstall_removes_it() 
     .await
     .expect("the upstream state follows");
 
-    // edited by hand: reported by Status, re-asserted by the next Install
+    // edited by hand (disabled: the controller removes the workloads): reported by Status,
+    // re-asserted by the next Install (the controller renders them again)
     let mcs: Api<MonitoringCluster> = Api::namespaced(fake.client("kubectl"), NS);
     mcs.patch("opni", &PatchParams::default(), &Patch::Merge(&json!({ "spec": { "cortex": { "enabled": false } } })))
         .await
@@ -121,6 +122,17 @@ async fn install_renders_cortex_readiness_reaches_status_uninstall_removes_it() 
     assert_eq!(s.install_state, i32::from(pb::InstallState::NotInstalled));
     client.install(()).await.unwrap();
     assert_eq!(mc(&fake).unwrap()["spec"]["cortex"]["enabled"], true);
+
+    // the controller has caught up with the re-asserted spec (the fake API server, unlike a
+    // real garbage collector, keeps a dependent written after its owner was deleted)
+    fake.wait_until(
+        |s| {
+            s.get("metrics.opni.io", "monitoringclusters", Some(NS), "opni")
+                .is_some_and(|m| m["status"]["observedGeneration"] == m["metadata"]["generation"])
+        },
+        T,
+    )
+    .await;
 
     // uninstall: the MonitoringCluster and, through its owner references, the workload go
     client.uninstall(()).await.unwrap();

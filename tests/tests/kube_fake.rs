@@ -287,6 +287,16 @@ async fn owner_references_cascade() {
     let orphan = secrets.get("orphan").await.unwrap();
     assert!(orphan.owner_references().is_empty());
     assert!(secrets.get_opt("shared").await.unwrap().is_some());
+
+    // A dependent written after its owner was deleted (a controller's stale cache) is collected;
+    // one naming an owner this server never saw is not.
+    let late = secrets.create(&PostParams::default(), &secret("late", vec![owner_ref(&owner)])).await.unwrap();
+    assert_eq!(late.name_any(), "late", "the create itself succeeds");
+    assert!(secrets.get_opt("late").await.unwrap().is_none());
+    let mut unknown = owner_ref(&owner);
+    unknown.uid = "never-seen".into();
+    secrets.create(&PostParams::default(), &secret("unknown-owner", vec![unknown])).await.unwrap();
+    assert!(secrets.get_opt("unknown-owner").await.unwrap().is_some());
 }
 
 fn deployment(name: &str, replicas: i32) -> Deployment {

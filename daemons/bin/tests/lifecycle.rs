@@ -277,6 +277,9 @@ async fn cortex_cli_configures_and_reports() {
 
     let presets = gw.json(&["cortex", "config", "presets"]).await;
     assert_eq!(presets.as_array().unwrap().len(), 2);
+    let o = gw.cli(&["cortex", "config", "set", "--preset", "tiny"]).await;
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown preset \"tiny\""));
     assert!(gw.ok(&["cortex", "config", "set", "--preset", "all-in-one"]).await.contains("stored at revision"));
     assert!(gw.ok(&["cortex", "config", "set", "--preset", "all-in-one"]).await.contains("unchanged"));
     let yaml = gw.ok(&["cortex", "config", "get", "-o", "yaml"]).await;
