@@ -433,7 +433,7 @@ impl Gateway {
              grpc:\n  listen: 127.0.0.1:{grpc}\n\
              http:\n  listen: 127.0.0.1:{http}\n\
              management:\n  listen: 127.0.0.1:{management}\n\
-             upstream:\n  url: http://127.0.0.1:9/api/v1/push\n\
+             upstream:\n  url: http://127.0.0.1:9/api/v1/push\n  failingGrace: 1000h\n\
              sync:\n  resyncInterval: {resync}\n\
              log:\n  level: warn\n",
             data.display()
