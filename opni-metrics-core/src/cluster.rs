@@ -306,10 +306,26 @@ impl ClusterConfig {
     #[must_use]
     pub fn redacted(&self) -> Self {
         let mut c = self.clone();
-        if let Some(s) = c.storage.secret_mut() {
+        // an empty secret stays empty: the placeholder always stands for a stored secret
+        if let Some(s) = c.storage.secret_mut().filter(|s| !s.is_empty()) {
             *s = REDACTED.to_owned();
         }
         c
+    }
+
+    /// The field still holding [`REDACTED`] after [`ClusterConfig::unredact_from`]: a
+    /// placeholder with no stored secret behind it (another backend, or none stored), which must
+    /// never be stored as the secret itself.
+    pub fn unresolved_placeholder(&self) -> Option<&'static str> {
+        let field = match &self.storage {
+            Storage::Filesystem { .. } => return None,
+            Storage::S3 { .. } => "storage.secretAccessKey",
+            Storage::Gcs { .. } => "storage.serviceAccount",
+            Storage::Azure { .. } => "storage.accountKey",
+            Storage::Swift { .. } => "storage.password",
+        };
+        let mut c = self.clone();
+        c.storage.secret_mut().filter(|s| *s == REDACTED).map(|_| field)
     }
 
     /// Replaces [`REDACTED`] placeholders in `self` (an incoming write) with the secrets of
@@ -378,6 +394,17 @@ mod tests {
         let warnings: Vec<_> = f.iter().filter(|f| f.severity == Severity::Warning).map(|f| f.field.as_str()).collect();
         assert_eq!(warnings, ["workloads.all", "workloads.ingester.replicas", "retention"]);
         assert_eq!(c.validate().unwrap_err().field, "storage.endpoint");
+    }
+
+    #[test]
+    fn an_empty_secret_is_not_redacted_and_a_lone_placeholder_is_found() {
+        let mut c = s3();
+        c.storage = Storage::Gcs { bucket: "g".into(), service_account: String::new() };
+        assert_eq!(c.redacted(), c);
+        c.storage = Storage::Gcs { bucket: "g".into(), service_account: REDACTED.into() };
+        c.unredact_from(&s3());
+        assert_eq!(c.unresolved_placeholder(), Some("storage.serviceAccount"));
+        assert_eq!(s3().unresolved_placeholder(), None);
     }
 
     #[test]

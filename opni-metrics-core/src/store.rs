@@ -197,8 +197,9 @@ pub trait Store: Send + Sync {
 
     /// Resolves once every operation started before the call has finished, including ones
     /// whose futures were dropped but whose work goes on (an embedded store finishes them on a
-    /// blocking pool). An owner calls it at shutdown, after its tasks stopped, so that the store
-    /// can be opened again at once. The default has nothing to wait for.
+    /// blocking pool). An owner calls it at shutdown, after its tasks stopped and its watch
+    /// streams were dropped, so that the store can be opened again at once. The default has
+    /// nothing to wait for.
     fn quiesce(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }

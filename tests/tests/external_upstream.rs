@@ -76,6 +76,15 @@ async fn readiness_and_purge_go_over_https_with_a_client_certificate() {
     assert_eq!(anonymous.status().await.unwrap().app_state, AppState::Failed);
     assert!(anonymous.delete_tenant_data(&tenant).await.is_err());
     assert_eq!(upstream.purged().len(), 1);
+
+    // an upstream without the readiness path is not a failing one: it keeps the fleet enabled,
+    // with a warning saying readiness is not checked
+    let mut no_ready = https_settings(&upstream, &pki, Some(&client));
+    no_ready.ready_path = "/no-such-path".into();
+    upstream.set(Behaviour::status(404));
+    let s = ExternalCluster::new(&no_ready).unwrap().status().await.unwrap();
+    assert_eq!(s.app_state, AppState::Running);
+    assert!(s.warnings[0].contains("readiness is not checked"), "{:?}", s.warnings);
 }
 
 /// Waits until the agent has applied `want` and reported itself in sync.

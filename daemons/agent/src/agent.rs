@@ -62,6 +62,14 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// A setting cannot work.
+    #[error("{field}: {reason}")]
+    Settings {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// [`Agent::serve`] or [`Agent::start_sync`] was called twice.
     #[error("the agent is already running")]
     AlreadyRunning,
@@ -159,6 +167,12 @@ impl AgentBuilder {
     /// [`StartError`]; nothing is left running.
     pub async fn build(self) -> Result<Agent, StartError> {
         let s = self.settings;
+        if s.relay.max_in_flight_bytes < s.relay.limits.max_body_bytes {
+            return Err(StartError::Settings {
+                field: "relay.maxInFlightBytes",
+                reason: "must be at least the body limit, or every request of the largest size is refused".into(),
+            });
+        }
         let tasks = Tasks::new();
         let own_registry = self.metrics.is_none();
         let mut registry = Registry::default();
@@ -205,6 +219,7 @@ impl AgentBuilder {
             running_driver: None,
             sync_tx: Some(sync_tx),
             sync_rx,
+            sync_stop: tasks.token().child_token(),
             tasks,
             addr: None,
         })
@@ -224,6 +239,8 @@ pub struct Agent {
     sync_tx: Option<watch::Sender<SyncState>>,
     sync_rx: watch::Receiver<SyncState>,
     tasks: Tasks,
+    /// Stops the sync loop (and with it new applies) before the rest at shutdown.
+    sync_stop: tokio_util::sync::CancellationToken,
     addr: Option<SocketAddr>,
 }
 
@@ -277,7 +294,7 @@ impl Agent {
     /// # Errors
     /// [`StartError`].
     pub async fn serve(&mut self, listener: TcpListener) -> Result<SocketAddr, StartError> {
-        if self.addr.is_some() {
+        if self.addr.is_some() || self.driver.is_none() || self.sync_tx.is_none() {
             return Err(StartError::AlreadyRunning);
         }
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: self.settings.listen, source })?;
@@ -337,7 +354,7 @@ impl Agent {
             DriverChoice::Kubernetes(k) => (crate::kubernetes::start(k, addr.port(), &self.tasks).await?, false),
         };
         self.running_driver = Some((Arc::clone(&driver), remove_on_shutdown));
-        let token = self.tasks.token();
+        let token = self.sync_stop.clone();
         self.tasks.spawn("sync-loop", sync_loop::run(self.channel.clone(), driver, sync_tx, token));
         // ready while connected to the gateway
         let ops = Arc::clone(&self.ops);
@@ -373,7 +390,9 @@ impl Agent {
     /// driver, the local Prometheus (it keeps its WAL), and returns when every task has ended.
     pub async fn shutdown(mut self) {
         self.ops.set_ready(false);
-        self.tasks.token().cancel();
+        // order matters: first no new applies; then the local Prometheus stops while the relay
+        // still serves, so what it flushes on SIGTERM reaches the gateway; then the rest
+        self.sync_stop.cancel();
         if let Some((driver, remove)) = self.running_driver.take()
             && remove
             && let Err(e) = driver.remove().await

@@ -167,7 +167,7 @@ impl Inner {
             return r;
         };
         let held = BytesInFlight::new(&self.metrics.in_flight_bytes, reserve);
-        let resp = self.read_and_forward(req, content_type, content_encoding, limits).await;
+        let resp = self.read_and_forward(req, content_type, content_encoding, limits, reserve).await;
         drop(held);
         drop(permit);
         resp
@@ -179,6 +179,7 @@ impl Inner {
         content_type: Option<String>,
         content_encoding: Option<String>,
         limits: &Limits,
+        reserved: usize,
     ) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -188,7 +189,8 @@ impl Inner {
             req.headers().get("x-prometheus-remote-write-version").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = match tokio::time::timeout(
             self.settings.body_timeout,
-            Limited::new(req.into_body(), limits.max_body_bytes).collect(),
+            // never more than was reserved from the budget (the declared length, or the limit)
+            Limited::new(req.into_body(), reserved.min(limits.max_body_bytes)).collect(),
         )
         .await
         {

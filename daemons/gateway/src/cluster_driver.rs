@@ -116,6 +116,15 @@ impl ClusterDriver for ExternalCluster {
             // installed by definition; whether it works is its readiness
             let (app_state, warnings) = match self.call(Method::GET, &self.ready_path, None).await {
                 Ok((200..=299, _)) => (AppState::Running, Vec::new()),
+                // no readiness endpoint there (a receiver without one, a path prefix): not a
+                // failure of the upstream, which keeps the fleet enabled; say so
+                Ok((404 | 405, _)) => (
+                    AppState::Running,
+                    vec![format!(
+                        "{}{} does not exist: readiness is not checked (set upstream.readyPath)",
+                        self.base, self.ready_path
+                    )],
+                ),
                 Ok((s, body)) => (
                     AppState::Failed,
                     vec![format!(

@@ -87,14 +87,36 @@ fn app_state(s: AppState) -> pb::ApplicationState {
 }
 
 /// The incoming configuration of a set: converted and validated, `enabled` taken from the
-/// stored one, redaction placeholders replaced by the stored secrets.
+/// stored one, redaction placeholders replaced by the stored secrets (a placeholder with no
+/// secret behind it is refused, never stored as the secret).
 fn incoming(spec: Option<pb::CapabilityBackendConfigSpec>, stored: &ClusterConfig) -> Result<ClusterConfig, Status> {
     let spec = spec.ok_or_else(|| Status::from(ConvertError::Missing { field: "spec".into() }))?;
     let mut c = ClusterConfig::try_from(spec).map_err(|e| Status::from(e.under("spec")))?;
     c.unredact_from(stored);
+    if let Some(field) = c.unresolved_placeholder() {
+        return Err(Status::invalid_argument(format!("spec.{}: {REDACTED_TEXT}", cortex_wire_path(field, &c.storage))));
+    }
     c.enabled = stored.enabled;
     Ok(c)
 }
+
+const REDACTED_TEXT: &str =
+    "the redaction placeholder stands for a stored secret, and none of this backend is stored: give the secret";
+
+fn stale(t: Target, given: Revision, current: Revision) -> Status {
+    crate::state::StateError::Stale {
+        what: match t {
+            Target::Active => "the active Cortex configuration".into(),
+            Target::Default => "the default Cortex configuration".into(),
+        },
+        given,
+        current,
+    }
+    .into_status()
+}
+
+/// Attempts of a read-modify-write without a caller's revision before giving up.
+const ATTEMPTS: usize = 5;
 
 impl CortexOpsService {
     pub(crate) fn new(state: State, driver: Arc<dyn ClusterDriver>, upstream: UpstreamWatch) -> Self {
@@ -126,29 +148,34 @@ impl CortexOpsService {
 
     async fn set(&self, t: Target, spec: Option<pb::CapabilityBackendConfigSpec>) -> Result<pb::SetResponse, Status> {
         let expected = spec.as_ref().and_then(|s| s.revision).map(Revision);
-        let (stored, rev) = self.current(t).await?;
-        let config = incoming(spec, &stored)?;
-        if let Some(r) = expected
-            && r != rev
-        {
-            return Err(crate::state::StateError::Stale {
-                what: match t {
-                    Target::Active => "the active Cortex configuration".into(),
-                    Target::Default => "the default Cortex configuration".into(),
-                },
-                given: r,
-                current: rev,
+        // every write compares against the revision it read, so `enabled` and the secrets it
+        // carries over are never stale; without a caller's revision a lost race is retried
+        for _ in 0..ATTEMPTS {
+            let (stored, rev) = self.current(t).await?;
+            let config = incoming(spec.clone(), &stored)?;
+            if let Some(r) = expected
+                && r != rev
+            {
+                return Err(stale(t, r, rev));
             }
-            .into_status());
+            if config == stored && rev != Revision::ZERO {
+                if t == Target::Active && config.enabled {
+                    // idempotent: a retry after a failed apply applies again
+                    self.apply(&config).await?;
+                }
+                return Ok(pb::SetResponse { revision: rev.0, changed: false });
+            }
+            let new = match self.state.put_cortex_config(t, &config, Some(rev)).await {
+                Ok(r) => r,
+                Err(crate::state::StateError::Stale { .. }) if expected.is_none() => continue,
+                Err(e) => return Err(status(e)),
+            };
+            if t == Target::Active && config.enabled {
+                self.apply(&config).await?;
+            }
+            return Ok(pb::SetResponse { revision: new.0, changed: true });
         }
-        if config == stored && rev != Revision::ZERO {
-            return Ok(pb::SetResponse { revision: rev.0, changed: false });
-        }
-        let new = self.state.put_cortex_config(t, &config, expected).await.map_err(status)?;
-        if t == Target::Active && config.enabled {
-            self.apply(&config).await?;
-        }
-        Ok(pb::SetResponse { revision: new.0, changed: true })
+        Err(Status::aborted("the configuration kept changing during the write; try again"))
     }
 
     async fn apply(&self, config: &ClusterConfig) -> Result<(), Status> {
@@ -209,15 +236,27 @@ impl CortexOps for CortexOpsService {
 
     async fn reset_configuration(&self, request: Request<pb::ResetRequest>) -> Result<Response<()>, Status> {
         let expected = request.into_inner().revision.map(Revision);
-        let (active, _) = self.state.cortex_active().await.map_err(status)?;
-        let (mut config, _) = self.state.cortex_default().await.map_err(status)?;
-        config.enabled = active.enabled;
-        let rev = self.state.put_cortex_config(Target::Active, &config, expected).await.map_err(status)?;
-        self.state.mark_reset(Target::Active, rev).await;
-        if config.enabled {
-            self.apply(&config).await?;
+        for _ in 0..ATTEMPTS {
+            let (active, rev) = self.state.cortex_active().await.map_err(status)?;
+            if let Some(r) = expected
+                && r != rev
+            {
+                return Err(stale(Target::Active, r, rev));
+            }
+            let (mut config, _) = self.state.cortex_default().await.map_err(status)?;
+            config.enabled = active.enabled;
+            let new = match self.state.put_cortex_config(Target::Active, &config, Some(rev)).await {
+                Ok(r) => r,
+                Err(crate::state::StateError::Stale { .. }) if expected.is_none() => continue,
+                Err(e) => return Err(status(e)),
+            };
+            self.state.mark_reset(Target::Active, new).await;
+            if config.enabled {
+                self.apply(&config).await?;
+            }
+            return Ok(Response::new(()));
         }
-        Ok(Response::new(()))
+        Err(Status::aborted("the configuration kept changing during the reset; try again"))
     }
 
     async fn status(&self, _: Request<()>) -> Result<Response<pb::InstallStatus>, Status> {
@@ -270,11 +309,10 @@ impl CortexOps for CortexOpsService {
     }
 
     async fn install(&self, _: Request<()>) -> Result<Response<()>, Status> {
-        let (mut config, rev) = self.state.cortex_active().await.map_err(status)?;
+        let (mut config, _) = self.state.cortex_active().await.map_err(status)?;
         config
             .validate()
             .map_err(|e| Status::failed_precondition(format!("the active configuration is invalid: {e}")))?;
-        let store = !config.enabled || rev == Revision::ZERO;
         config.enabled = true;
         // applied first: a driver that cannot install leaves the configuration as it was
         let r = self.driver.apply(&config).await;
@@ -283,10 +321,21 @@ impl CortexOps for CortexOpsService {
             let s = e.into_status();
             Status::new(s.code(), format!("installing failed: {}", s.message()))
         })?;
-        if store {
-            self.state.put_cortex_config(Target::Active, &config, Some(rev)).await.map_err(status)?;
+        // then `enabled` is stored, on whatever configuration is current by now (a concurrent Set
+        // wins its fields; it was applied by its own call)
+        for _ in 0..ATTEMPTS {
+            let (mut current, rev) = self.state.cortex_active().await.map_err(status)?;
+            if current.enabled && rev != Revision::ZERO {
+                return Ok(Response::new(()));
+            }
+            current.enabled = true;
+            match self.state.put_cortex_config(Target::Active, &current, Some(rev)).await {
+                Ok(_) => return Ok(Response::new(())),
+                Err(crate::state::StateError::Stale { .. }) => continue,
+                Err(e) => return Err(status(e)),
+            }
         }
-        Ok(Response::new(()))
+        Err(Status::aborted("installed, but the configuration kept changing while recording it; run install again"))
     }
 
     async fn uninstall(&self, _: Request<()>) -> Result<Response<()>, Status> {
@@ -338,6 +387,16 @@ impl CortexOps for CortexOpsService {
                         c.unredact_from(&current);
                         c.enabled = current.enabled;
                         let mut f = findings_to_wire(c.findings(), &c);
+                        if let Some(field) = c.unresolved_placeholder() {
+                            f.insert(
+                                0,
+                                pb::ValidationError {
+                                    severity: pb::Severity::Error.into(),
+                                    field: cortex_wire_path(field, &c.storage),
+                                    message: REDACTED_TEXT.into(),
+                                },
+                            );
+                        }
                         if let Some(e) = expected.filter(|e| *e != rev.0) {
                             f.insert(0, stale_finding(e, rev));
                         }

@@ -18,8 +18,13 @@ use crate::state::State;
 
 /// What the upstream state is, given the driver's status, the time, and since when the
 /// upstream has been failing (updated).
+///
+/// `stored` is the state in the store: a `Failing` written by this or another replica stays
+/// until a healthy read, so replicas (or a restarted one) whose own failure clock started later
+/// never flip it back while the upstream still fails.
 pub(crate) fn decide(
     s: &ClusterStatus,
+    stored: UpstreamState,
     now: Instant,
     failing_since: &mut Option<Instant>,
     grace: Duration,
@@ -27,7 +32,11 @@ pub(crate) fn decide(
     match s.install_state {
         UpstreamState::Installed | UpstreamState::Failing if s.app_state == AppState::Failed => {
             let since = *failing_since.get_or_insert(now);
-            if now.duration_since(since) >= grace { UpstreamState::Failing } else { UpstreamState::Installed }
+            if stored == UpstreamState::Failing || now.duration_since(since) >= grace {
+                UpstreamState::Failing
+            } else {
+                UpstreamState::Installed
+            }
         }
         other => {
             *failing_since = None;
@@ -95,20 +104,23 @@ impl UpstreamWatch {
                 return;
             }
         };
+        let stored = match i.state.upstream().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the stored upstream state");
+                return;
+            }
+        };
         let next = {
             let mut since = i.failing_since.lock().unwrap_or_else(PoisonError::into_inner);
-            decide(&status, Instant::now(), &mut since, i.grace)
+            decide(&status, stored, Instant::now(), &mut since, i.grace)
         };
         *i.last.lock().unwrap_or_else(PoisonError::into_inner) = next;
-        match i.state.upstream().await {
-            Ok(stored) if stored == next => {}
-            Ok(stored) => {
-                tracing::info!(from = ?stored, to = ?next, "upstream state changed");
-                if let Err(e) = i.state.set_upstream(next).await {
-                    tracing::warn!(error = %e, "cannot store the upstream state");
-                }
+        if stored != next {
+            tracing::info!(from = ?stored, to = ?next, "upstream state changed");
+            if let Err(e) = i.state.set_upstream(next).await {
+                tracing::warn!(error = %e, "cannot store the upstream state");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read the stored upstream state"),
         }
     }
 }
@@ -127,16 +139,29 @@ mod tests {
         let grace = Duration::from_secs(60);
         let mut since = None;
         let failed = status(UpstreamState::Installed, AppState::Failed);
-        assert_eq!(decide(&failed, t0, &mut since, grace), UpstreamState::Installed);
-        assert_eq!(decide(&failed, t0 + Duration::from_secs(59), &mut since, grace), UpstreamState::Installed);
-        assert_eq!(decide(&failed, t0 + Duration::from_secs(60), &mut since, grace), UpstreamState::Failing);
+        let installed = UpstreamState::Installed;
+        assert_eq!(decide(&failed, installed, t0, &mut since, grace), UpstreamState::Installed);
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(decide(&failed, installed, at(59), &mut since, grace), UpstreamState::Installed);
+        assert_eq!(decide(&failed, installed, at(60), &mut since, grace), UpstreamState::Failing);
         // recovery re-enables at once and restarts the clock
         let ok = status(UpstreamState::Installed, AppState::Running);
-        assert_eq!(decide(&ok, t0 + Duration::from_secs(61), &mut since, grace), UpstreamState::Installed);
+        assert_eq!(decide(&ok, UpstreamState::Failing, at(61), &mut since, grace), UpstreamState::Installed);
         assert_eq!(since, None);
-        assert_eq!(decide(&failed, t0 + Duration::from_secs(62), &mut since, grace), UpstreamState::Installed);
+        assert_eq!(decide(&failed, installed, at(62), &mut since, grace), UpstreamState::Installed);
         // other states pass through
         let gone = status(UpstreamState::NotInstalled, AppState::NotRunning);
-        assert_eq!(decide(&gone, t0, &mut since, grace), UpstreamState::NotInstalled);
+        assert_eq!(decide(&gone, installed, t0, &mut since, grace), UpstreamState::NotInstalled);
+    }
+
+    #[test]
+    fn a_replica_whose_clock_started_later_keeps_a_stored_failing() {
+        // another replica (or this one before a restart) stored Failing; this one only now
+        // sees the failure: it must not flip the fleet back on
+        let mut since = None;
+        let failed = status(UpstreamState::Installed, AppState::Failed);
+        let grace = Duration::from_secs(120);
+        let d = decide(&failed, UpstreamState::Failing, Instant::now(), &mut since, grace);
+        assert_eq!(d, UpstreamState::Failing);
     }
 }

@@ -182,6 +182,17 @@ async fn configuration_rpcs_revisions_redaction_and_history() {
         matches!(stored.storage, opni_metrics_core::cluster::Storage::S3 { ref secret_access_key, .. } if secret_access_key == "topsecret")
     );
 
+    // a placeholder with no secret of its backend behind it is refused, never stored
+    let mut gcs = got.clone();
+    gcs.storage = Some(pb::Storage {
+        backend: pb::StorageBackend::Gcs.into(),
+        gcs: Some(pb::GcsStorage { bucket: "b".into(), service_account: REDACTED.into() }),
+        ..Default::default()
+    });
+    let e = client.set_configuration(pb::SetRequest { spec: Some(gcs) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("storage.gcs.serviceAccount"), "{}", e.message());
+
     // a stale revision is ABORTED naming both revisions, and stores nothing
     let e = client.set_configuration(pb::SetRequest { spec: Some(s3("x", Some(r1.revision))) }).await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted);

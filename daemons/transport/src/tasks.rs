@@ -60,14 +60,17 @@ impl Tasks {
     }
 
     /// Runs `fut` to its end; it is expected to watch [`Tasks::token`] and finish promptly
-    /// after cancellation (it is aborted if it outlives the shutdown deadline).
+    /// after cancellation (it is aborted if it outlives the shutdown deadline). Once shutdown has
+    /// begun nothing new starts: the future is dropped unstarted.
     pub fn spawn_graceful<F>(&self, name: &'static str, fut: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         let mut set = self.set.lock().unwrap_or_else(PoisonError::into_inner);
         // reap finished tasks so a long-lived set does not accumulate them
-        while set.try_join_next().is_some() {}
+        while let Some(r) = set.try_join_next() {
+            report(r);
+        }
         if self.token.is_cancelled() {
             tracing::debug!(task = name, "not starting a task during shutdown");
             return;
@@ -88,28 +91,32 @@ impl Tasks {
         self.len() == 0
     }
 
-    /// Cancels the token, then joins every task (including ones spawned while draining) for up
-    /// to `deadline`, and aborts and joins whatever is left.
+    /// Cancels the token, then joins every task for up to `deadline`, and aborts and joins
+    /// whatever is left. A task that panicked is logged.
     pub async fn shutdown(&self, deadline: Duration) -> Drained {
         self.token.cancel();
         let mut set = std::mem::take(&mut *self.set.lock().unwrap_or_else(PoisonError::into_inner));
         let mut joined = 0;
         let drained = tokio::time::timeout(deadline, async {
-            while set.join_next().await.is_some() {
+            while let Some(r) = set.join_next().await {
+                report(r);
                 joined += 1;
             }
         })
         .await;
         let mut aborted = 0;
         if drained.is_err() {
-            aborted = set.len();
             set.abort_all();
-            while set.join_next().await.is_some() {}
+            while let Some(r) = set.join_next().await {
+                match r {
+                    Err(e) if e.is_cancelled() => aborted += 1,
+                    r => {
+                        report(r);
+                        joined += 1;
+                    }
+                }
+            }
         }
-        // anything a task spawned after the take
-        let late = std::mem::take(&mut *self.set.lock().unwrap_or_else(PoisonError::into_inner));
-        aborted += late.len();
-        drop(late);
         Drained { joined, aborted }
     }
 
@@ -117,6 +124,15 @@ impl Tasks {
     pub fn abort_all(&self) {
         self.token.cancel();
         self.set.lock().unwrap_or_else(PoisonError::into_inner).abort_all();
+    }
+}
+
+/// Logs a task that panicked (the others ended as they should).
+fn report(r: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = r
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "a task panicked");
     }
 }
 

@@ -164,12 +164,22 @@ impl Hub {
                     biased;
                     () = stop.cancelled() => {
                         hub.close_all();
+                        // streams registered but not yet handled end too
+                        rx.close();
+                        while let Ok(cmd) = rx.try_recv() {
+                            if let Cmd::Register { slot, .. } = cmd {
+                                slot.raise(&slot.closed);
+                            }
+                        }
                         return;
                     }
                     () = resync => hub.resync_due(),
                     _ = heartbeat.tick() => hub.broadcast(|s| &s.heartbeat),
                     cmd = rx.recv() => match cmd {
-                        None => return,
+                        None => {
+                            hub.close_all();
+                            return;
+                        }
                         Some(Cmd::Register { id, slot }) => hub.register(id, slot),
                         Some(Cmd::Notify(None)) => hub.broadcast(|s| &s.sync_now),
                         Some(Cmd::Notify(Some(id))) => {
