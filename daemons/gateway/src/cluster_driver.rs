@@ -67,13 +67,21 @@ impl ExternalCluster {
     /// # Errors
     /// The TLS files are unusable.
     pub fn new(settings: &crate::settings::UpstreamSettings) -> Result<Self, crate::forward::UpstreamError> {
-        Ok(Self {
+        Ok(Self::with_client(settings, crate::forward::upstream_client(settings)?))
+    }
+
+    /// A driver on an existing client (the gateway shares one with the forwarder).
+    pub(crate) fn with_client(
+        settings: &crate::settings::UpstreamSettings,
+        client: crate::forward::HttpClient,
+    ) -> Self {
+        Self {
             base: base_url(&settings.url),
             ready_path: settings.ready_path.clone(),
             tenant_header: settings.tenant_header.clone(),
             deletion: settings.tenant_deletion,
-            client: crate::forward::upstream_client(settings)?,
-        })
+            client,
+        }
     }
 
     async fn call(&self, method: Method, path: &str, tenant: Option<&ClusterId>) -> Result<(u16, Bytes), DriverError> {

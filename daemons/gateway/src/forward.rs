@@ -61,7 +61,12 @@ impl Forwarder {
     /// [`UpstreamError`].
     pub fn new(settings: UpstreamSettings) -> Result<Self, UpstreamError> {
         let client = upstream_client(&settings)?;
-        Ok(Self { client, settings: Arc::new(settings) })
+        Ok(Self::with_client(settings, client))
+    }
+
+    /// A forwarder on an existing client (shared with the other upstream calls).
+    pub(crate) fn with_client(settings: UpstreamSettings, client: HttpClient) -> Self {
+        Self { client, settings: Arc::new(settings) }
     }
 }
 
@@ -78,6 +83,8 @@ pub(crate) fn upstream_client(settings: &UpstreamSettings) -> Result<HttpClient,
     }
     let roots = match &settings.ca {
         Some(ca) => Arc::unwrap_or_clone(tls::roots(ca)?),
+        // a plain-http upstream never uses TLS: the system roots would only take memory
+        None if settings.url.scheme_str() == Some("http") => RootCertStore::empty(),
         None => {
             let mut roots = RootCertStore::empty();
             for c in rustls_native_certs::load_native_certs().certs {

@@ -111,9 +111,13 @@ impl GatewayBuilder {
         let mut registry = Registry::default();
         let metrics = self.metrics.unwrap_or_else(|| GatewayMetrics::register(&mut registry));
         let ops = Ops::new(if own_registry { registry } else { Registry::default() });
+        // one pooled client (one TLS configuration, one root store) for every upstream call
+        let client = crate::forward::upstream_client(&settings.upstream)?;
         let mut forward = match self.upstream {
             Some(s) => s,
-            None => stack(Forwarder::new(settings.upstream.clone())?, Arc::clone(&metrics.upstream)),
+            None => {
+                stack(Forwarder::with_client(settings.upstream.clone(), client.clone()), Arc::clone(&metrics.upstream))
+            }
         };
         for layer in self.layers {
             forward = layer(forward);
@@ -127,7 +131,7 @@ impl GatewayBuilder {
                 (Some(t), a)
             }
         };
-        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::new(&settings.upstream)?);
+        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::with_client(&settings.upstream, client));
         #[cfg(feature = "kubernetes")]
         let default_driver = match self.kubernetes {
             Some(k) => crate::kubernetes::start(k, Arc::clone(&external), &tasks)?,
