@@ -11,7 +11,7 @@ use opni_metrics_agent::{AgentSettings, IdentitySource, JoinSettings, RelaySetti
 use opni_metrics_transport::grpc::ChannelOptions;
 use opni_metrics_transport::tls::TlsFiles;
 
-use super::gateway::{LogConfig, limits, socket};
+use super::gateway::{LogConfig, limits, positive, socket};
 use crate::ConfigError;
 
 /// The agent's config file (YAML, camelCase keys). Every field has a default.
@@ -221,26 +221,60 @@ pub struct AgentPlan {
     pub driver: DriverConfig,
 }
 
-impl AgentConfig {
-    /// Validates every field.
+/// A validated `gateway` section.
+#[derive(Debug, Clone)]
+pub struct GatewayConn {
+    /// `host:port`.
+    pub address: String,
+    /// The name the gateway's certificate must carry.
+    pub server_name: String,
+    /// The channel's timeouts.
+    pub channel: ChannelOptions,
+}
+
+impl GatewayConnConfig {
+    /// The gateway's address, certificate name and channel options.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the field.
-    pub fn validate(&self) -> Result<AgentPlan, ConfigError> {
-        let listen = socket("http.listen", &self.http.listen)?;
+    pub fn validate(&self) -> Result<GatewayConn, ConfigError> {
         let (host, port) = self
-            .gateway
             .address
             .rsplit_once(':')
             .ok_or_else(|| ConfigError::invalid("gateway.address", "must be host:port"))?;
         if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(ConfigError::invalid(
-                "gateway.address",
-                format!("{:?} is not host:port", self.gateway.address),
-            ));
+            return Err(ConfigError::invalid("gateway.address", format!("{:?} is not host:port", self.address)));
         }
-        let server_name = self.gateway.server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned());
-        if let Some(t) = &self.bootstrap.token
+        Ok(GatewayConn {
+            address: self.address.clone(),
+            server_name: self.server_name.clone().unwrap_or_else(|| host.trim_matches(['[', ']']).to_owned()),
+            channel: ChannelOptions {
+                connect_timeout: positive("gateway.connectTimeout", self.connect_timeout)?,
+                keepalive_interval: positive("gateway.keepaliveInterval", self.keepalive_interval)?,
+                keepalive_timeout: positive("gateway.keepaliveTimeout", self.keepalive_timeout)?,
+            },
+        })
+    }
+
+    /// Where the identity comes from: the configured files, else joining with `bootstrap`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the `bootstrap` field.
+    pub fn identity(&self, bootstrap: &BootstrapConfig) -> Result<IdentitySource, ConfigError> {
+        if let Some(files) = &self.tls {
+            return Ok(IdentitySource::Files(files.clone()));
+        }
+        bootstrap.validate().map(IdentitySource::Join)
+    }
+}
+
+impl BootstrapConfig {
+    /// The first-join settings.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<JoinSettings, ConfigError> {
+        if let Some(t) = &self.token
             && !t.contains('.')
         {
             return Err(ConfigError::invalid(
@@ -248,54 +282,101 @@ impl AgentConfig {
                 "expected <id>.<secret> as printed by `opni-metrics tokens create`",
             ));
         }
-        if let Some(id) = &self.bootstrap.cluster_id {
+        if let Some(id) = &self.cluster_id {
             opni_metrics_core::ClusterId::new(id.as_str())
                 .map_err(|e| ConfigError::invalid("bootstrap.clusterId", e.to_string()))?;
         }
-        let rw = &self.remote_write;
-        let request_timeout = rw.request_timeout.as_duration();
+        let mut j = JoinSettings::default();
+        j.token.clone_from(&self.token);
+        j.cluster_id.clone_from(&self.cluster_id);
+        j.ca_file.clone_from(&self.ca_file);
+        Ok(j)
+    }
+}
+
+impl AgentRemoteWriteConfig {
+    /// The relay's settings.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<RelaySettings, ConfigError> {
+        let request_timeout = self.request_timeout.as_duration();
         if request_timeout.is_zero() || request_timeout >= Duration::from_secs(30) {
             return Err(ConfigError::invalid(
                 "remoteWrite.requestTimeout",
                 "must be above 0s and below Prometheus's 30s remote timeout",
             ));
         }
-        let limits: Limits = limits("remoteWrite", rw.max_body_bytes, rw.max_decoded_bytes)?;
-        if rw.max_in_flight_bytes < limits.max_body_bytes {
+        let limits: Limits = limits("remoteWrite", self.max_body_bytes, self.max_decoded_bytes)?;
+        if self.max_in_flight_bytes < limits.max_body_bytes {
             return Err(ConfigError::invalid("remoteWrite.maxInFlightBytes", "must be at least maxBodyBytes"));
         }
         let mut relay = RelaySettings::default();
         relay.limits = limits;
         relay.request_timeout = request_timeout;
-        relay.max_in_flight_bytes = rw.max_in_flight_bytes;
-        relay.validate = rw.validate;
-        relay.status =
-            StatusOptions { rate_limit_as_503: rw.rate_limit_as_503, local_retry_after: Some(Duration::from_secs(1)) };
-        let nonzero = |field: &str, d: PromDuration| {
-            if d.as_millis() == 0 { Err(ConfigError::invalid(field, "must be above 0s")) } else { Ok(d.as_duration()) }
+        relay.max_in_flight_bytes = self.max_in_flight_bytes;
+        relay.validate = self.validate;
+        relay.status = StatusOptions {
+            rate_limit_as_503: self.rate_limit_as_503,
+            local_retry_after: Some(Duration::from_secs(1)),
         };
+        Ok(relay)
+    }
+}
+
+impl AgentConfig {
+    /// Validates every section.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<AgentPlan, ConfigError> {
+        let gateway = self.gateway.validate()?;
         let mut a = AgentSettings::default();
-        a.listen = listen;
-        a.header_read_timeout = nonzero("http.headerReadTimeout", self.http.header_read_timeout)?;
-        a.gateway_address.clone_from(&self.gateway.address);
-        a.gateway_server_name = server_name;
-        a.identity = match &self.gateway.tls {
-            Some(files) => IdentitySource::Files(files.clone()),
-            None => {
-                let mut j = JoinSettings::default();
-                j.token.clone_from(&self.bootstrap.token);
-                j.cluster_id.clone_from(&self.bootstrap.cluster_id);
-                j.ca_file.clone_from(&self.bootstrap.ca_file);
-                IdentitySource::Join(j)
-            }
-        };
+        a.listen = socket("http.listen", &self.http.listen)?;
+        a.header_read_timeout = positive("http.headerReadTimeout", self.http.header_read_timeout)?;
+        a.identity = self.gateway.identity(&self.bootstrap)?;
+        a.relay = self.remote_write.validate()?;
+        a.gateway_address = gateway.address;
+        a.gateway_server_name = gateway.server_name;
+        a.channel = gateway.channel;
         a.data_dir.clone_from(&self.data_dir);
-        a.channel = ChannelOptions {
-            connect_timeout: nonzero("gateway.connectTimeout", self.gateway.connect_timeout)?,
-            keepalive_interval: nonzero("gateway.keepaliveInterval", self.gateway.keepalive_interval)?,
-            keepalive_timeout: nonzero("gateway.keepaliveTimeout", self.gateway.keepalive_timeout)?,
-        };
-        a.relay = relay;
         Ok(AgentPlan { settings: a, driver: self.driver.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn field(c: &AgentConfig) -> String {
+        match c.validate().unwrap_err() {
+            ConfigError::Invalid { field, .. } => field,
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn each_section_names_its_bad_field() {
+        let ok = AgentConfig::default().validate().unwrap();
+        assert_eq!(ok.settings.gateway_server_name, "127.0.0.1");
+        assert!(matches!(ok.settings.identity, IdentitySource::Join(_)));
+        let mut c = AgentConfig::default();
+        c.gateway.address = "gateway".into();
+        assert_eq!(field(&c), "gateway.address");
+        let mut c = AgentConfig::default();
+        c.bootstrap.token = Some("no-dot".into());
+        assert_eq!(field(&c), "bootstrap.token");
+        let mut c = AgentConfig::default();
+        c.remote_write.max_in_flight_bytes = 1;
+        assert_eq!(field(&c), "remoteWrite.maxInFlightBytes");
+        let mut c = AgentConfig::default();
+        c.gateway.keepalive_timeout = PromDuration::from_secs(0);
+        assert_eq!(field(&c), "gateway.keepaliveTimeout");
+        // files given: the bootstrap section is not consulted
+        let mut c = AgentConfig::default();
+        c.bootstrap.token = Some("no-dot".into());
+        c.gateway.tls = Some(TlsFiles { cert: "c".into(), key: "k".into(), ca: "a".into() });
+        assert!(matches!(c.validate().unwrap().settings.identity, IdentitySource::Files(_)));
     }
 }
