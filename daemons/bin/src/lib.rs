@@ -162,6 +162,47 @@ pub fn exit(program: &str, run: Result<(), Refusal>) -> std::process::ExitCode {
     }
 }
 
+/// A started daemon that can be stopped gracefully.
+pub trait Running {
+    /// Stops it, draining in-flight work.
+    fn stop(self) -> futures::future::BoxFuture<'static, ()>;
+}
+
+impl Running for opni_metrics_gateway::Gateway {
+    fn stop(self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(self.shutdown())
+    }
+}
+
+impl Running for opni_metrics_agent::Agent {
+    fn stop(self) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(self.shutdown())
+    }
+}
+
+/// What every daemon main does after validating its configuration: with `--check-config`
+/// says so and returns; otherwise sets up logging, starts, serves until SIGTERM or SIGINT and
+/// shuts down gracefully.
+///
+/// # Errors
+/// The start's [`Refusal`].
+pub async fn serve<R: Running>(
+    check_config: bool,
+    log: &config::gateway::LogConfig,
+    start: impl FnOnce() -> futures::future::BoxFuture<'static, Result<R, Refusal>>,
+) -> Result<(), Refusal> {
+    if check_config {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    init_logging(log.format, &log.level);
+    let running = start().await?;
+    shutdown_signal().await;
+    running.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
 /// This host's name (`HOSTNAME`, else the kernel's), for identities such as a Lease holder.
 pub fn host_name() -> String {
     std::env::var("HOSTNAME")

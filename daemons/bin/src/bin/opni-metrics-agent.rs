@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use opni_metrics_daemons::config::agent::{AgentConfig, DriverKind};
-use opni_metrics_daemons::{LogFormat, Refusal, exit, init_logging, load_yaml, refusal, shutdown_signal};
+use opni_metrics_daemons::{LogFormat, Refusal, exit, load_yaml, refusal, serve};
 use opni_metrics_transport::tls::TlsFiles;
 
 /// The opni-metrics agent.
@@ -109,28 +109,14 @@ fn config(args: &Args) -> Result<AgentConfig, opni_metrics_daemons::ConfigError>
     if args.validate {
         c.remote_write.validate = true;
     }
-    if let Some(v) = args.log_format {
-        c.log.format = v;
-    }
-    if let Some(v) = &args.log_level {
-        c.log.level.clone_from(v);
-    }
+    c.log.override_with(args.log_format, args.log_level.as_ref());
     Ok(c)
 }
 
 async fn run(args: Args) -> Result<(), Refusal> {
     let cfg = config(&args).map_err(refusal(""))?;
     let plan = cfg.validate().map_err(refusal("invalid configuration"))?;
-    if args.check_config {
-        println!("configuration is valid");
-        return Ok(());
-    }
-    init_logging(cfg.log.format, &cfg.log.level);
-    let running = opni_metrics_daemons::start_agent(plan).await?;
-    shutdown_signal().await;
-    running.shutdown().await;
-    tracing::info!("stopped");
-    Ok(())
+    serve(args.check_config, &cfg.log, || Box::pin(opni_metrics_daemons::start_agent(plan))).await
 }
 
 #[tokio::main]

@@ -296,6 +296,18 @@ pub struct LogConfig {
     pub level: String,
 }
 
+impl LogConfig {
+    /// Applies the `--log-format` and `--log-level` flags (they win over the file).
+    pub fn override_with(&mut self, format: Option<LogFormat>, level: Option<&String>) {
+        if let Some(f) = format {
+            self.format = f;
+        }
+        if let Some(l) = level {
+            self.level.clone_from(l);
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Text, level: "info".into() }
