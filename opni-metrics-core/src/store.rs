@@ -49,6 +49,19 @@ pub enum Precondition {
     Revision(Revision),
 }
 
+impl Precondition {
+    /// The precondition of a write based on what the caller read: `None` writes
+    /// unconditionally, [`Revision::ZERO`] (nothing was there) requires the key to be absent,
+    /// any other revision requires exactly that one.
+    pub fn expecting(revision: Option<Revision>) -> Self {
+        match revision {
+            None => Self::None,
+            Some(Revision::ZERO) => Self::Absent,
+            Some(r) => Self::Revision(r),
+        }
+    }
+}
+
 /// Keys under a prefix, as of one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listing {

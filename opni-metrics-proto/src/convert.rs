@@ -275,11 +275,7 @@ pub fn digest_string(value: Option<&Digest>) -> String {
 /// unconditionally, `0` requires the key to be absent, any other value requires exactly that
 /// revision (a stale one is a conflict, `ABORTED`).
 pub fn precondition(revision: Option<u64>) -> Precondition {
-    match revision {
-        None => Precondition::None,
-        Some(0) => Precondition::Absent,
-        Some(r) => Precondition::Revision(Revision(r)),
-    }
+    Precondition::expecting(revision.map(Revision))
 }
 
 /// Decodes an enum field: `map` turns the wire enum into the core one and returns `None` only

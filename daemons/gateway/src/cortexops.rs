@@ -104,15 +104,7 @@ const REDACTED_TEXT: &str =
     "the redaction placeholder stands for a stored secret, and none of this backend is stored: give the secret";
 
 fn stale(t: Target, given: Revision, current: Revision) -> Status {
-    crate::state::StateError::Stale {
-        what: match t {
-            Target::Active => "the active Cortex configuration".into(),
-            Target::Default => "the default Cortex configuration".into(),
-        },
-        given,
-        current,
-    }
-    .into_status()
+    crate::state::StateError::Stale { what: t.describe().into(), given, current }.into_status()
 }
 
 /// Attempts of a read-modify-write without a caller's revision before giving up.

@@ -220,30 +220,14 @@ impl State {
         spec: &MetricsCapabilitySpec,
         expected: Option<Revision>,
     ) -> Result<Revision, StateError> {
-        let pre = match expected {
-            None => Precondition::None,
-            Some(Revision::ZERO) => Precondition::Absent,
-            Some(r) => Precondition::Revision(r),
-        };
-        match self.store.put(key, encode(spec), pre).await {
-            Ok(r) => Ok(r),
-            Err(StoreError::Conflict { actual, .. }) => {
-                Err(StateError::Stale { what: key.to_owned(), given: expected.unwrap_or_default(), current: actual })
-            }
-            Err(e) => Err(e.into()),
-        }
+        let pre = Precondition::expecting(expected);
+        self.store.put(key, encode(spec), pre).await.map_err(stale_on_conflict(key, expected))
     }
 
     /// Deletes a spec at `key` if the caller's revision is current (`None`: unconditionally).
     async fn delete_spec(&self, key: &str, expected: Option<Revision>) -> Result<(), StateError> {
         let pre = expected.map_or(Precondition::None, Precondition::Revision);
-        match self.store.delete(key, pre).await {
-            Ok(_) => Ok(()),
-            Err(StoreError::Conflict { actual, .. }) => {
-                Err(StateError::Stale { what: key.to_owned(), given: expected.unwrap_or_default(), current: actual })
-            }
-            Err(e) => Err(e.into()),
-        }
+        self.store.delete(key, pre).await.map(|_| ()).map_err(stale_on_conflict(key, expected))
     }
 
     /// The upstream install state.
@@ -401,6 +385,17 @@ impl State {
     /// [`StateError::UnknownCluster`], store errors.
     pub async fn known_cluster(&self, id: &ClusterId) -> Result<(Cluster, Revision), StateError> {
         self.cluster(id).await?.ok_or_else(|| StateError::UnknownCluster(id.clone()))
+    }
+}
+
+/// A failed write's error: a precondition conflict is [`StateError::Stale`] naming `what` and
+/// both revisions, anything else the store's error.
+fn stale_on_conflict(what: &str, given: Option<Revision>) -> impl FnOnce(StoreError) -> StateError + '_ {
+    move |e| match e {
+        StoreError::Conflict { actual, .. } => {
+            StateError::Stale { what: what.to_owned(), given: given.unwrap_or_default(), current: actual }
+        }
+        e => e.into(),
     }
 }
 

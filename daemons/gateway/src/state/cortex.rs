@@ -2,11 +2,11 @@
 //! (the store revision of its key), with a bounded history of every write.
 
 use opni_metrics_core::cluster::ClusterConfig;
-use opni_metrics_core::store::{Precondition, StoreError};
+use opni_metrics_core::store::Precondition;
 use opni_metrics_core::{Revision, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use super::{State, StateError, encode, now};
+use super::{State, StateError, encode, now, stale_on_conflict};
 
 const ACTIVE: &str = "cortex/config/active";
 const DEFAULT: &str = "cortex/config/default";
@@ -30,6 +30,14 @@ impl Target {
             Self::Default => DEFAULT,
         }
     }
+    /// How errors name it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Active => "the active Cortex configuration",
+            Self::Default => "the default Cortex configuration",
+        }
+    }
+
     fn history(self) -> &'static str {
         match self {
             Self::Active => "cortex/history/active/",
@@ -99,18 +107,13 @@ impl State {
         config: &ClusterConfig,
         expected: Option<Revision>,
     ) -> Result<Revision, StateError> {
-        let pre = match expected {
-            None => Precondition::None,
-            Some(Revision::ZERO) => Precondition::Absent,
-            Some(r) => Precondition::Revision(r),
-        };
         let at = now();
         let stored = Stored { config: config.clone(), written_at: at };
-        let rev = match self.store.put(target.key(), encode(&stored), pre).await {
-            Ok(r) => r,
-            Err(StoreError::Conflict { actual, .. }) => return Err(stale(target, expected, actual)),
-            Err(e) => return Err(e.into()),
-        };
+        let rev = self
+            .store
+            .put(target.key(), encode(&stored), Precondition::expecting(expected))
+            .await
+            .map_err(stale_on_conflict(target.describe(), expected))?;
         self.record(target, HistoryRecord { revision: rev, at, config: Some(config.clone()), reset: false }).await;
         Ok(rev)
     }
@@ -122,16 +125,12 @@ impl State {
     /// [`StateError::Stale`], store errors.
     pub async fn reset_cortex_default(&self, expected: Option<Revision>) -> Result<(), StateError> {
         let pre = expected.map_or(Precondition::None, Precondition::Revision);
-        match self.store.delete(DEFAULT, pre).await {
-            Ok(Some(rev)) => {
-                self.record(Target::Default, HistoryRecord { revision: rev, at: now(), config: None, reset: true })
-                    .await;
-                Ok(())
-            }
-            Ok(None) => Ok(()),
-            Err(StoreError::Conflict { actual, .. }) => Err(stale(Target::Default, expected, actual)),
-            Err(e) => Err(e.into()),
+        let deleted =
+            self.store.delete(DEFAULT, pre).await.map_err(stale_on_conflict(Target::Default.describe(), expected))?;
+        if let Some(rev) = deleted {
+            self.record(Target::Default, HistoryRecord { revision: rev, at: now(), config: None, reset: true }).await;
         }
+        Ok(())
     }
 
     /// Marks the newest history record of `target` as a reset (the active configuration
@@ -170,14 +169,6 @@ impl State {
             }
         }
     }
-}
-
-fn stale(target: Target, given: Option<Revision>, current: Revision) -> StateError {
-    let what = match target {
-        Target::Active => "the active Cortex configuration",
-        Target::Default => "the default Cortex configuration",
-    };
-    StateError::Stale { what: what.to_owned(), given: given.unwrap_or_default(), current }
 }
 
 #[cfg(test)]
