@@ -10,7 +10,8 @@ use crate::duration::PromDuration;
 /// The most entries any list in a spec may hold.
 pub const MAX_LIST_LEN: usize = 256;
 
-/// A spec field that failed validation: the path of the field and what is wrong with it.
+/// A field that failed validation — of a spec, a configuration or a component's settings: the
+/// path of the field and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {reason}")]
 pub struct SpecError {
@@ -21,7 +22,8 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// A failed field.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self { field: field.into(), reason: reason.into() }
     }
 }

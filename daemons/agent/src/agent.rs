@@ -63,13 +63,8 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// A setting cannot work.
-    #[error("{field}: {reason}")]
-    Settings {
-        /// The field.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
+    #[error("invalid settings")]
+    Settings(#[from] opni_metrics_core::spec::SpecError),
     /// [`Agent::serve`] or [`Agent::start_sync`] was called twice.
     #[error("the agent is already running")]
     AlreadyRunning,
@@ -167,12 +162,7 @@ impl AgentBuilder {
     /// [`StartError`]; nothing is left running.
     pub async fn build(self) -> Result<Agent, StartError> {
         let s = self.settings;
-        if s.relay.max_in_flight_bytes < s.relay.limits.max_body_bytes {
-            return Err(StartError::Settings {
-                field: "relay.maxInFlightBytes",
-                reason: "must be at least the body limit, or every request of the largest size is refused".into(),
-            });
-        }
+        s.validate()?;
         let tasks = Tasks::new();
         let own_registry = self.metrics.is_none();
         let mut registry = Registry::default();

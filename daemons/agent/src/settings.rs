@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use opni_metrics_core::spec::SpecError;
 use opni_metrics_transport::grpc::ChannelOptions;
 use opni_metrics_transport::tls::TlsFiles;
 
@@ -71,5 +72,29 @@ impl Default for AgentSettings {
             relay: RelaySettings::default(),
             drain_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl AgentSettings {
+    /// Checks what types cannot: the relay's deadline below Prometheus's 30 s remote timeout,
+    /// an in-flight budget that holds a request of the largest size.
+    ///
+    /// # Errors
+    /// [`SpecError`] naming the field (as the daemon's config file names it).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let r = &self.relay;
+        if r.request_timeout.is_zero() || r.request_timeout >= Duration::from_secs(30) {
+            return Err(SpecError::new(
+                "remoteWrite.requestTimeout",
+                "must be above 0s and below Prometheus's 30s remote timeout",
+            ));
+        }
+        if r.max_in_flight_bytes < r.limits.max_body_bytes {
+            return Err(SpecError::new(
+                "remoteWrite.maxInFlightBytes",
+                "must be at least maxBodyBytes, or every request of the largest size is refused",
+            ));
+        }
+        Ok(())
     }
 }

@@ -38,7 +38,7 @@ use crate::forward::{ForwardService, Forwarder, UpstreamError, stack};
 use crate::metrics::GatewayMetrics;
 use crate::nodeconfig::NodeConfigService;
 use crate::remote_write::RemoteWriteService;
-use crate::settings::{GatewaySettings, InvalidSetting, Listen};
+use crate::settings::{GatewaySettings, Listen};
 use crate::state::{State, StateError};
 use crate::sync::{Hub, NodeSyncService, StatusCache, os_seed, watch_store};
 use crate::uninstall::Uninstaller;
@@ -51,7 +51,7 @@ use opni_metrics_proto::cortexops::v1::cortex_ops_server::CortexOpsServer;
 pub enum StartError {
     /// A setting cannot work.
     #[error("invalid settings")]
-    Settings(#[from] InvalidSetting),
+    Settings(#[from] opni_metrics_core::spec::SpecError),
     /// No store was given to the builder.
     #[error("no store: call GatewayBuilder::store")]
     NoStore,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::Uri;
 use http::header::HeaderName;
 use opni_metrics_core::remote_write::{Limits, StatusOptions};
+use opni_metrics_core::spec::SpecError;
 use opni_metrics_transport::tls::TlsFiles;
 
 use crate::cluster_driver::TenantDeletion;
@@ -143,18 +144,8 @@ impl Default for GatewaySettings {
     }
 }
 
-/// A setting that cannot work, named by its field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct InvalidSetting {
-    /// The field, as a path (`upstream.timeout`).
-    pub field: &'static str,
-    /// Why.
-    pub reason: String,
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> InvalidSetting {
-    InvalidSetting { field, reason: reason.into() }
+fn invalid(field: &'static str, reason: impl Into<String>) -> SpecError {
+    SpecError::new(field, reason)
 }
 
 impl GatewaySettings {
@@ -166,8 +157,8 @@ impl GatewaySettings {
     /// Checks what types cannot: durations above zero, the upstream URL's scheme, limits.
     ///
     /// # Errors
-    /// [`InvalidSetting`] naming the field.
-    pub fn validate(&self) -> Result<(), InvalidSetting> {
+    /// [`SpecError`] naming the field.
+    pub fn validate(&self) -> Result<(), SpecError> {
         if !matches!(self.upstream.url.scheme_str(), Some("http" | "https")) || self.upstream.url.host().is_none() {
             return Err(invalid("upstream.url", "must be an http:// or https:// URL with a host"));
         }
@@ -217,12 +208,12 @@ mod tests {
     fn bad_values_name_their_field() {
         let mut s = GatewaySettings::default();
         s.upstream.timeout = Duration::from_secs(30);
-        assert_eq!(s.validate().map_err(|e| e.field), Err("upstream.timeout"));
+        assert_eq!(s.validate().map_err(|e| e.field), Err("upstream.timeout".to_owned()));
         let mut s = GatewaySettings::default();
         s.upstream.url = Uri::from_static("ftp://x/");
-        assert_eq!(s.validate().map_err(|e| e.field), Err("upstream.url"));
+        assert_eq!(s.validate().map_err(|e| e.field), Err("upstream.url".to_owned()));
         let mut s = GatewaySettings::default();
         s.sync.heartbeat_interval = Duration::ZERO;
-        assert_eq!(s.validate().map_err(|e| e.field), Err("sync.heartbeatInterval"));
+        assert_eq!(s.validate().map_err(|e| e.field), Err("sync.heartbeatInterval".to_owned()));
     }
 }

@@ -295,25 +295,16 @@ impl BootstrapConfig {
 }
 
 impl AgentRemoteWriteConfig {
-    /// The relay's settings.
+    /// The relay's settings (their values are checked by [`AgentSettings::validate`], which
+    /// [`AgentConfig::validate`] runs).
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<RelaySettings, ConfigError> {
-        let request_timeout = self.request_timeout.as_duration();
-        if request_timeout.is_zero() || request_timeout >= Duration::from_secs(30) {
-            return Err(ConfigError::invalid(
-                "remoteWrite.requestTimeout",
-                "must be above 0s and below Prometheus's 30s remote timeout",
-            ));
-        }
         let limits: Limits = limits("remoteWrite", self.max_body_bytes, self.max_decoded_bytes)?;
-        if self.max_in_flight_bytes < limits.max_body_bytes {
-            return Err(ConfigError::invalid("remoteWrite.maxInFlightBytes", "must be at least maxBodyBytes"));
-        }
         let mut relay = RelaySettings::default();
         relay.limits = limits;
-        relay.request_timeout = request_timeout;
+        relay.request_timeout = self.request_timeout.as_duration();
         relay.max_in_flight_bytes = self.max_in_flight_bytes;
         relay.validate = self.validate;
         relay.status = StatusOptions {
@@ -340,6 +331,8 @@ impl AgentConfig {
         a.gateway_server_name = gateway.server_name;
         a.channel = gateway.channel;
         a.data_dir.clone_from(&self.data_dir);
+        // the value checks live in the library, for the daemon and embedders alike
+        a.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
         Ok(AgentPlan { settings: a, driver: self.driver.clone() })
     }
 }

@@ -359,30 +359,19 @@ pub(crate) fn positive(field: &str, d: PromDuration) -> Result<Duration, ConfigE
 }
 
 impl UpstreamConfig {
-    /// The upstream settings.
+    /// The upstream settings, parsed; their values are checked by
+    /// [`GatewaySettings::validate`] (which [`GatewayConfig::validate`] runs), in one place for
+    /// the daemon and every embedder.
     ///
     /// # Errors
-    /// [`ConfigError::Invalid`] naming the field.
+    /// [`ConfigError::Invalid`] naming a field that does not parse.
     pub fn validate(&self) -> Result<UpstreamSettings, ConfigError> {
         let url: http::Uri = self
             .url
             .parse()
             .map_err(|_| ConfigError::invalid("upstream.url", format!("{:?} is not a URL", self.url)))?;
-        if !matches!(url.scheme_str(), Some("http" | "https")) || url.host().is_none() {
-            return Err(ConfigError::invalid("upstream.url", "must be an http:// or https:// URL with a host"));
-        }
         let tenant_header = HeaderName::from_bytes(self.tenant_header.as_bytes())
             .map_err(|_| ConfigError::invalid("upstream.tenantHeader", "not a valid header name"))?;
-        let timeout = self.timeout.as_duration();
-        if timeout.is_zero() || timeout >= Duration::from_secs(30) {
-            return Err(ConfigError::invalid(
-                "upstream.timeout",
-                "must be above 0s and below Prometheus's 30s remote timeout",
-            ));
-        }
-        if self.max_concurrency == 0 {
-            return Err(ConfigError::invalid("upstream.maxConcurrency", "must be at least 1"));
-        }
         let client_cert = match (&self.cert, &self.key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,
@@ -391,32 +380,26 @@ impl UpstreamConfig {
         let mut u = UpstreamSettings::default();
         u.url = url;
         u.tenant_header = tenant_header;
-        u.timeout = timeout;
+        u.timeout = self.timeout.as_duration();
         u.max_concurrency = self.max_concurrency;
         u.ca.clone_from(&self.ca);
         u.client_cert = client_cert;
         u.max_response_body = self.max_response_body_bytes.max(256);
         u.tenant_deletion = self.tenant_deletion;
-        if !self.ready_path.starts_with('/') {
-            return Err(ConfigError::invalid("upstream.readyPath", "must be a path starting with /"));
-        }
         u.ready_path.clone_from(&self.ready_path);
-        u.status_interval = positive("upstream.statusInterval", self.status_interval)?;
+        u.status_interval = self.status_interval.as_duration();
         u.failing_grace = self.failing_grace.as_duration();
         Ok(u)
     }
 }
 
 impl SyncConfig {
-    /// The sync timing.
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming the field.
-    pub fn validate(&self) -> Result<SyncTiming, ConfigError> {
+    /// The sync timing (checked by [`GatewaySettings::validate`]).
+    pub fn timing(&self) -> SyncTiming {
         let mut t = SyncTiming::default();
-        t.resync_interval = positive("sync.resyncInterval", self.resync_interval)?;
-        t.heartbeat_interval = positive("sync.heartbeatInterval", self.heartbeat_interval)?;
-        Ok(t)
+        t.resync_interval = self.resync_interval.as_duration();
+        t.heartbeat_interval = self.heartbeat_interval.as_duration();
+        t
     }
 }
 
@@ -469,16 +452,13 @@ impl GatewayConfig {
                 "must be a loopback address: management is protected by a bearer token",
             ));
         }
-        if self.bootstrap.server_names.is_empty() {
-            return Err(ConfigError::invalid("bootstrap.serverNames", "must name at least one DNS name or IP address"));
-        }
         let mut s = GatewaySettings::default();
         s.listen = listen;
         s.grpc_tls.clone_from(&self.grpc.tls);
         s.data_dir.clone_from(&self.data_dir);
         s.admin_token_file.clone_from(&self.management.token_file);
-        s.sync = self.sync.validate()?;
-        s.cert_validity = positive("bootstrap.certValidity", self.bootstrap.cert_validity)?;
+        s.sync = self.sync.timing();
+        s.cert_validity = self.bootstrap.cert_validity.as_duration();
         s.server_names.clone_from(&self.bootstrap.server_names);
         s.max_connection_age = self.grpc.max_connection_age.as_duration().max(Duration::from_secs(1));
         s.handshake_timeout = self.grpc.handshake_timeout.as_duration().max(Duration::from_millis(100));
@@ -488,6 +468,7 @@ impl GatewayConfig {
             rate_limit_as_503: self.remote_write.rate_limit_as_503,
             local_retry_after: Some(Duration::from_secs(1)),
         };
+        // every value check lives in the library, for the daemon and embedders alike
         s.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
         let store = self.store.clone().unwrap_or_else(|| {
             StoreConfig::Embedded(opni_metrics_store::embedded::EmbeddedConfig {
