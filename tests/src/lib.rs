@@ -5,7 +5,8 @@
 //!   sleeps. The convergence property tests drive it with random event sequences.
 //! - [`pki`] makes certificates with rcgen; [`prometheus`] runs real Prometheus processes;
 //!   [`upstream`] is a scriptable remote-write upstream; [`rw`] builds remote-write bodies;
-//!   [`http`] is a small client. The daemons' end-to-end tests use them.
+//!   [`http`] is a small client; [`wait`] awaits a condition on a store's state. The daemons'
+//!   end-to-end tests use them.
 //! - [`kube_fake`] is an in-process fake Kubernetes API server for the controllers' tests (the real
 //!   kube client and kube-runtime talk to it).
 //!
@@ -31,3 +32,4 @@ pub mod rw;
 pub mod sim;
 pub mod target;
 pub mod upstream;
+pub mod wait;

@@ -91,26 +91,25 @@ async fn install_renders_cortex_readiness_reaches_status_uninstall_removes_it() 
     let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(fake.client("kubelet"), NS);
     let ready = json!({ "status": { "replicas": 1, "readyReplicas": 1 } });
     sts.patch_status("opni-cortex-all", &PatchParams::default(), &Patch::Merge(&ready)).await.unwrap();
-    tokio::time::timeout(T, async {
-        loop {
-            let s = client.status(()).await.unwrap().into_inner();
-            if s.app_state == i32::from(pb::ApplicationState::Running) && s.workloads.iter().all(|w| w.ready) {
-                assert_eq!(s.install_state, i32::from(pb::InstallState::Installed));
-                assert!(!s.workloads.is_empty());
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    // the controller reports it on the MonitoringCluster, which Status reads
+    fake.wait_until(
+        |s| {
+            s.get("metrics.opni.io", "monitoringclusters", Some(NS), "opni")
+                .is_some_and(|m| m["status"]["workloadsReady"] == true)
+        },
+        T,
+    )
+    .await;
+    let s = client.status(()).await.unwrap().into_inner();
+    assert!(s.app_state == i32::from(pb::ApplicationState::Running) && s.workloads.iter().all(|w| w.ready), "{s:?}");
+    assert_eq!(s.install_state, i32::from(pb::InstallState::Installed));
+    assert!(!s.workloads.is_empty());
+    let st = gw.state();
+    opni_metrics_tests::wait::store_until(st.store().as_ref(), T, "the upstream state follows", || async {
+        st.upstream().await.unwrap() == UpstreamState::Installed
     })
     .await
-    .expect("readiness reached CortexOps.Status");
-    tokio::time::timeout(T, async {
-        while gw.state().upstream().await.unwrap() != UpstreamState::Installed {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("the upstream state follows");
+    .unwrap();
 
     // edited by hand (disabled: the controller removes the workloads): reported by Status,
     // re-asserted by the next Install (the controller renders them again)

@@ -97,19 +97,18 @@ async fn agent_applies(agent: &Agent, want: Digest) {
 }
 
 /// Waits until the node's desired config has `enabled == want` (the status poller writes the
-/// upstream state; the store watch tells the agent).
+/// upstream state; the store watch tells the agent): checked after every store change.
 async fn desired_becomes(gw: &Gateway, id: &ClusterId, want: bool) -> opni_metrics_core::node::NodeConfig {
-    tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let d = gw.state().desired(id).await.unwrap();
-            if d.enabled == want {
-                return d;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    let st = gw.state();
+    opni_metrics_tests::wait::store_until(
+        st.store().as_ref(),
+        Duration::from_secs(30),
+        "the desired state",
+        || async { st.desired(id).await.unwrap().enabled == want },
+    )
     .await
-    .expect("the desired state changed in time")
+    .unwrap();
+    st.desired(id).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

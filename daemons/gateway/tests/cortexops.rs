@@ -140,15 +140,18 @@ fn secret_of(w: &pb::CapabilityBackendConfigSpec) -> String {
     w.storage.as_ref().unwrap().s3.as_ref().unwrap().secret_access_key.clone()
 }
 
-/// Waits until the stored upstream state is `want` (it is written by the status poller).
+/// Waits until the stored upstream state is `want` (written by the status poller): checked
+/// after every store change.
 async fn upstream_becomes(gw: &Gateway, want: UpstreamState) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while gw.state().upstream().await.unwrap() != want {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    let st = gw.state();
+    opni_metrics_tests::wait::store_until(
+        st.store().as_ref(),
+        Duration::from_secs(20),
+        &format!("upstream {want:?}"),
+        || async { st.upstream().await.unwrap() == want },
+    )
     .await
-    .unwrap_or_else(|_| panic!("upstream state never became {want:?}"));
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
