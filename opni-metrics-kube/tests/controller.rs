@@ -16,26 +16,12 @@ const NS: &str = "opni-system";
 const T: Duration = Duration::from_secs(30);
 
 fn mc_type() -> ResourceType {
-    ResourceType {
-        group: "metrics.opni.io".into(),
-        version: "v1beta1".into(),
-        kind: "MonitoringCluster".into(),
-        plural: "monitoringclusters".into(),
-        namespaced: true,
-        status_subresource: true,
-    }
+    ResourceType::monitoring_cluster()
 }
 
 fn cert_manager(fake: &FakeApiServer) {
-    for (kind, plural) in [("Certificate", "certificates"), ("Issuer", "issuers")] {
-        fake.register(ResourceType {
-            group: "cert-manager.io".into(),
-            version: "v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-            namespaced: true,
-            status_subresource: true,
-        });
+    for t in ResourceType::cert_manager() {
+        fake.register(t);
     }
 }
 

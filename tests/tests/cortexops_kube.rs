@@ -23,23 +23,9 @@ const NS: &str = "opni-system";
 const T: Duration = Duration::from_secs(30);
 
 fn register(fake: &FakeApiServer) {
-    fake.register(ResourceType {
-        group: "metrics.opni.io".into(),
-        version: "v1beta1".into(),
-        kind: "MonitoringCluster".into(),
-        plural: "monitoringclusters".into(),
-        namespaced: true,
-        status_subresource: true,
-    });
-    for (kind, plural) in [("Certificate", "certificates"), ("Issuer", "issuers")] {
-        fake.register(ResourceType {
-            group: "cert-manager.io".into(),
-            version: "v1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-            namespaced: true,
-            status_subresource: true,
-        });
+    fake.register(ResourceType::monitoring_cluster());
+    for t in ResourceType::cert_manager() {
+        fake.register(t);
     }
 }
 
@@ -54,9 +40,7 @@ async fn install_renders_cortex_readiness_reaches_status_uninstall_removes_it() 
     let dir = tempfile::tempdir().unwrap();
     let mut s = GatewaySettings::default();
     s.data_dir = dir.path().to_owned();
-    s.listen.grpc = "127.0.0.1:0".parse().unwrap();
-    s.listen.http = "127.0.0.1:0".parse().unwrap();
-    s.listen.management = "127.0.0.1:0".parse().unwrap();
+    s.listen = opni_metrics_gateway::Listen::ephemeral_loopback();
     s.upstream.status_interval = Duration::from_millis(50);
     let mut lease = LeaseSettings::new(NS, "opni-metrics-gateway", "gateway-0");
     lease.lease_duration = Duration::from_secs(2);

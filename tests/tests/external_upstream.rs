@@ -118,9 +118,7 @@ async fn an_agent_is_disabled_while_the_upstream_fails_and_re_enabled_after() {
     let upstream = Upstream::start(Behaviour::status(204)).await;
     let mut s = GatewaySettings::default();
     s.data_dir = dir.path().join("gateway");
-    s.listen.grpc = "127.0.0.1:0".parse().unwrap();
-    s.listen.http = "127.0.0.1:0".parse().unwrap();
-    s.listen.management = "127.0.0.1:0".parse().unwrap();
+    s.listen = opni_metrics_gateway::Listen::ephemeral_loopback();
     s.grpc_tls = Some(files(&pki.gateway("gw")));
     s.upstream.url = upstream.url().parse().unwrap();
     s.upstream.status_interval = Duration::from_millis(50);

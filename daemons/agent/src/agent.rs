@@ -205,9 +205,8 @@ impl AgentBuilder {
             relay,
             ops,
             channel,
-            driver: Some(self.driver),
+            pending: Some((self.driver, sync_tx)),
             running_driver: None,
-            sync_tx: Some(sync_tx),
             sync_rx,
             sync_stop: tasks.token().child_token(),
             tasks,
@@ -223,10 +222,11 @@ pub struct Agent {
     relay: Metered<Relay>,
     ops: Arc<Ops>,
     channel: Channel,
-    driver: Option<DriverChoice>,
+    /// What [`Agent::start_sync`] starts (the node driver, the sync loop's state sender);
+    /// `None` once started.
+    pending: Option<(DriverChoice, watch::Sender<SyncState>)>,
     /// The started driver, and whether shutdown removes what it runs.
     running_driver: Option<(Arc<dyn NodeDriver>, bool)>,
-    sync_tx: Option<watch::Sender<SyncState>>,
     sync_rx: watch::Receiver<SyncState>,
     tasks: Tasks,
     /// Stops the sync loop (and with it new applies) before the rest at shutdown.
@@ -284,7 +284,7 @@ impl Agent {
     /// # Errors
     /// [`StartError`].
     pub async fn serve(&mut self, listener: TcpListener) -> Result<SocketAddr, StartError> {
-        if self.addr.is_some() || self.driver.is_none() || self.sync_tx.is_none() {
+        if self.addr.is_some() || self.pending.is_none() {
             return Err(StartError::AlreadyRunning);
         }
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: self.settings.listen, source })?;
@@ -319,7 +319,7 @@ impl Agent {
     /// # Errors
     /// [`StartError`]: the driver could not be set up; [`StartError::AlreadyRunning`].
     pub async fn start_sync(&mut self, addr: SocketAddr, push_url: String) -> Result<(), StartError> {
-        let (Some(choice), Some(sync_tx)) = (self.driver.take(), self.sync_tx.take()) else {
+        let Some((choice, sync_tx)) = self.pending.take() else {
             return Err(StartError::AlreadyRunning);
         };
         let (driver, remove_on_shutdown): (Arc<dyn NodeDriver>, bool) = match choice {

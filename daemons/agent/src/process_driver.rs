@@ -104,7 +104,8 @@ fn free_port() -> Result<u16, DriverError> {
         .map_err(|e| DriverError::Transient { context: "pick a port for prometheus".into(), source: Box::new(e) })
 }
 
-fn find_binary(bin: &Path, search_path: &[PathBuf]) -> Option<PathBuf> {
+/// `bin` itself when it is a path, else the first file of that name in `search_path`.
+pub fn find_binary(bin: &Path, search_path: &[PathBuf]) -> Option<PathBuf> {
     if bin.components().count() > 1 {
         return bin.is_file().then(|| bin.to_owned());
     }

@@ -16,7 +16,7 @@ pub fn free_port() -> Result<u16> {
 }
 
 fn which(bin: &str) -> Option<PathBuf> {
-    crate::search_path().into_iter().map(|d| d.join(bin)).find(|p| p.is_file())
+    opni_metrics_agent::process_driver::find_binary(Path::new(bin), &crate::search_path())
 }
 
 /// Prometheus from `PATH`; installed from Debian's packages first when missing and this is

@@ -30,6 +30,16 @@ pub struct Listen {
     pub management: SocketAddr,
 }
 
+impl Listen {
+    /// Every listener on 127.0.0.1 on a port the system picks (read them back from
+    /// [`Gateway::addresses`](crate::Gateway::addresses)): for tests, and for an embedder
+    /// running beside other services.
+    pub fn ephemeral_loopback() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self { grpc: any, http: any, management: any }
+    }
+}
+
 impl Default for Listen {
     fn default() -> Self {
         Self {

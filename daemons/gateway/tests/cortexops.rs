@@ -94,9 +94,7 @@ async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
     let mut s = GatewaySettings::default();
     s.data_dir = dir.path().to_owned();
-    s.listen.grpc = "127.0.0.1:0".parse().unwrap();
-    s.listen.http = "127.0.0.1:0".parse().unwrap();
-    s.listen.management = "127.0.0.1:0".parse().unwrap();
+    s.listen = opni_metrics_gateway::Listen::ephemeral_loopback();
     s.upstream.status_interval = Duration::from_millis(50);
     s.upstream.failing_grace = Duration::ZERO;
     let driver = Arc::new(FakeCortex::default());

@@ -35,9 +35,7 @@ async fn after_shutdown_the_store_file_can_be_reopened() {
     let path = dir.path().join("store.redb");
     let mut settings = GatewaySettings::default();
     settings.data_dir = dir.path().join("gateway");
-    settings.listen.grpc = "127.0.0.1:0".parse().unwrap();
-    settings.listen.http = "127.0.0.1:0".parse().unwrap();
-    settings.listen.management = "127.0.0.1:0".parse().unwrap();
+    settings.listen = opni_metrics_gateway::Listen::ephemeral_loopback();
     settings.drain_timeout = Duration::from_secs(20);
     let store = Arc::new(EmbeddedStore::open(&path).unwrap());
     let mut gateway = Gateway::builder(settings).store(store).build().await.unwrap();

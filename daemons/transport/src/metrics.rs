@@ -88,7 +88,7 @@ impl ObservedError for std::convert::Infallible {
 }
 
 /// The latency buckets of every duration histogram: 0.25 ms … about 8 s.
-pub fn latency_histogram() -> Histogram {
+fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 

@@ -11,9 +11,6 @@ use prometheus_client::registry::Registry;
 
 use crate::http::text;
 
-/// The paths [`Ops::route`] answers.
-pub const OPS_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
-
 /// State behind the ops endpoints: the metrics registry and the readiness flag.
 #[derive(Debug)]
 pub struct Ops {

@@ -211,6 +211,19 @@ impl ResourceType {
         if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
+    /// Our `MonitoringCluster` (`metrics.opni.io/v1beta1`, with status).
+    pub fn monitoring_cluster() -> Self {
+        Self::namespaced("metrics.opni.io", "v1beta1", "MonitoringCluster", "monitoringclusters").with_status()
+    }
+
+    /// cert-manager's `Certificate` and `Issuer` (`cert-manager.io/v1`, with status).
+    pub fn cert_manager() -> [Self; 2] {
+        [
+            Self::namespaced("cert-manager.io", "v1", "Certificate", "certificates").with_status(),
+            Self::namespaced("cert-manager.io", "v1", "Issuer", "issuers").with_status(),
+        ]
+    }
+
     /// The types [`FakeApiServer::new`] serves.
     pub fn defaults() -> Vec<ResourceType> {
         vec![

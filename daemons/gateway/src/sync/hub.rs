@@ -8,7 +8,6 @@ enum Cmd {
     Notify(Option<ClusterId>),
     Connected { id: ClusterId, reply: oneshot::Sender<bool> },
     Count { reply: oneshot::Sender<usize> },
-    CloseAll,
 }
 
 /// One connected stream's pending notifications. Flags, not a queue: a pending `SyncNow` stays
@@ -192,7 +191,6 @@ impl Hub {
                             hub.agents.retain(|_, (_, s)| !s.is_gone());
                             let _ = reply.send(hub.agents.len());
                         }
-                        Some(Cmd::CloseAll) => hub.close_all(),
                     },
                 }
             }
@@ -212,11 +210,6 @@ impl Hub {
             return false;
         }
         rx.await.unwrap_or(false)
-    }
-
-    /// Ends every notification stream (at shutdown, so connections can drain).
-    pub async fn close_all(&self) {
-        let _ = self.tx.send(Cmd::CloseAll).await;
     }
 
     /// How many agents are connected.
