@@ -59,7 +59,16 @@ impl UpstreamState {
     /// keep agents running: Prometheus's WAL rides out a short outage, while switching every
     /// agent off on a transient status error would drop data and churn every cluster.
     pub fn allows_agents(self) -> bool {
-        matches!(self, Self::Installed | Self::Installing | Self::Unknown)
+        self.disabled_reason().is_none()
+    }
+
+    /// Why agents are disabled in this state, if they are.
+    pub fn disabled_reason(self) -> Option<DisabledReason> {
+        match self {
+            Self::Installed | Self::Installing | Self::Unknown => None,
+            Self::Failing => Some(DisabledReason::UpstreamUnavailable),
+            Self::NotInstalled | Self::Uninstalling => Some(DisabledReason::UpstreamNotInstalled),
+        }
     }
 }
 
@@ -120,11 +129,7 @@ pub fn desired_config(
         Some(e) if e.is_uninstalling() => reasons.push(DisabledReason::UninstallInProgress),
         Some(_) => {}
     }
-    if upstream == UpstreamState::Failing {
-        reasons.push(DisabledReason::UpstreamUnavailable);
-    } else if !upstream.allows_agents() {
-        reasons.push(DisabledReason::UpstreamNotInstalled);
-    }
+    reasons.extend(upstream.disabled_reason());
     NodeConfig {
         enabled: reasons.is_empty(),
         disabled_reasons: reasons,

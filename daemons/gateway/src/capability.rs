@@ -69,14 +69,8 @@ impl Capability for CapabilityService {
         if !self.hub.is_connected(&id).await {
             warnings.push(format!("the agent of cluster {id} is not connected; it will sync when it connects"));
         }
-        match self.state.upstream().await.map_err(status)? {
-            opni_metrics_core::node::UpstreamState::Failing => {
-                warnings.push("the metrics backend is failing; the node stays disabled until it recovers".to_owned())
-            }
-            u if !u.allows_agents() => {
-                warnings.push("the metrics backend is not installed; the node stays disabled until it is".to_owned());
-            }
-            _ => {}
+        if let Some(why) = self.state.upstream().await.map_err(status)?.disabled_reason() {
+            warnings.push(format!("{}; the node stays disabled until that changes", why.message()));
         }
         if !warnings.is_empty() && !r.ignore_warnings {
             return Ok(Response::new(InstallResponse {
