@@ -255,28 +255,21 @@ impl CortexOps for CortexOpsService {
         let configured = self.state.cortex_config(Target::Active).await.map_err(status)?.is_some();
         let config_state =
             if configured { pb::ConfigurationState::Configured } else { pb::ConfigurationState::NotConfigured };
-        let (s, upstream) = match self.driver.status().await {
-            Ok(s) => {
-                let u = self.upstream.current();
-                (s, u)
-            }
-            Err(e) => (
-                ClusterStatus {
-                    install_state: UpstreamState::Unknown,
-                    app_state: AppState::NotRunning,
-                    workloads: Vec::new(),
-                    warnings: vec![format!(
-                        "the cluster driver cannot read the status: {}",
-                        opni_metrics_core::error_chain(&e)
-                    )],
-                    version: None,
-                },
-                UpstreamState::Unknown,
-            ),
-        };
+        // what the agents follow: the stored state, whichever replica wrote it
+        let upstream = self.state.upstream().await.map_err(status)?;
+        let s = self.driver.status().await.unwrap_or_else(|e| ClusterStatus {
+            install_state: UpstreamState::Unknown,
+            app_state: AppState::NotRunning,
+            workloads: Vec::new(),
+            warnings: vec![format!(
+                "the cluster driver cannot read the status: {}",
+                opni_metrics_core::error_chain(&e)
+            )],
+            version: None,
+        });
         let mut warnings = s.warnings;
-        if upstream == UpstreamState::Failing {
-            warnings.push("Cortex has been failing for longer than the grace period: agents are disabled".into());
+        if let Some(why) = upstream.disabled_reason() {
+            warnings.push(format!("agents are disabled: {}", why.message()));
         }
         Ok(Response::new(pb::InstallStatus {
             config_state: config_state.into(),

@@ -56,7 +56,6 @@ struct Inner {
     driver: Arc<dyn ClusterDriver>,
     grace: Duration,
     failing_since: Mutex<Option<Instant>>,
-    last: Mutex<UpstreamState>,
 }
 
 impl UpstreamWatch {
@@ -68,15 +67,7 @@ impl UpstreamWatch {
         grace: Duration,
         tasks: &Tasks,
     ) -> Self {
-        let this = Self {
-            inner: Arc::new(Inner {
-                state,
-                driver,
-                grace,
-                failing_since: Mutex::new(None),
-                last: Mutex::new(UpstreamState::Unknown),
-            }),
-        };
+        let this = Self { inner: Arc::new(Inner { state, driver, grace, failing_since: Mutex::new(None) }) };
         let poller = this.clone();
         tasks.spawn("upstream-status", async move {
             let mut tick = tokio::time::interval(interval);
@@ -87,11 +78,6 @@ impl UpstreamWatch {
             }
         });
         this
-    }
-
-    /// The state decided at the last successful poll (`Unknown` before the first).
-    pub(crate) fn current(&self) -> UpstreamState {
-        *self.inner.last.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Polls now and writes the state when it changed.
@@ -115,7 +101,6 @@ impl UpstreamWatch {
             let mut since = i.failing_since.lock().unwrap_or_else(PoisonError::into_inner);
             decide(&status, stored, Instant::now(), &mut since, i.grace)
         };
-        *i.last.lock().unwrap_or_else(PoisonError::into_inner) = next;
         if stored != next {
             tracing::info!(from = ?stored, to = ?next, "upstream state changed");
             if let Err(e) = i.state.set_upstream(next).await {
