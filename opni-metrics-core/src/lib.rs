@@ -4,6 +4,7 @@
 //! touches the network: time and I/O come in as inputs or through traits, so everything here is
 //! deterministic and testable without a runtime.
 //!
+//! - [`access`]: roles, role bindings, API keys and which tenants a reader may read.
 //! - [`id`]: validated identifiers ([`ClusterId`] is also the Cortex tenant).
 //! - [`registry`]: clusters and the capability lifecycle transitions.
 //! - [`spec`], [`digest`], [`node`]: the node spec, its canonical digest, the desired-state
@@ -38,6 +39,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod access;
 pub mod backoff;
 pub mod cluster;
 pub mod digest;
