@@ -16,7 +16,7 @@
 //! prod.set_labels(BTreeMap::from([("env".to_owned(), "prod".to_owned())]))?;
 //! let dev = Cluster::new(ClusterId::new("dev-1")?);
 //!
-//! let role = Role::new("prod-readers", [], Some(Selector::labels([("env", "prod")])))?;
+//! let role = Role::new("prod-readers", [], Some(selector([("env", "prod")])))?;
 //! let binding = RoleBinding::new("sre", "prod-readers", [Subject::group("sre")?])?;
 //! let alice = Caller::new("alice", ["sre"]);
 //! let tenants = readable_tenants(&alice, &[role], &[binding], &[prod, dev]);
@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::id::{ClusterId, IdError};
 use crate::registry::{Cluster, RegistryError, validate_labels};
+use crate::spec::{LabelSelector, SelectorOperator};
 
 /// The longest role, binding or API key name.
 pub const MAX_NAME_LEN: usize = 63;
@@ -120,113 +121,44 @@ fn check_subject_text(s: &str) -> Result<(), AccessError> {
     Ok(())
 }
 
-/// A set-based label requirement, as in Kubernetes label selectors.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Requirement {
-    /// The label key.
-    pub key: String,
-    /// The operator.
-    pub operator: Operator,
-    /// The values (`In`, `NotIn`: at least one; `Exists`, `DoesNotExist`: none).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub values: Vec<String>,
-}
-
-/// The operator of a [`Requirement`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Operator {
-    /// The label's value is one of the values.
-    In,
-    /// The label is absent or its value is none of the values.
-    NotIn,
-    /// The label is present.
-    Exists,
-    /// The label is absent.
-    DoesNotExist,
-}
-
-impl std::str::FromStr for Operator {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "In" => Ok(Self::In),
-            "NotIn" => Ok(Self::NotIn),
-            "Exists" => Ok(Self::Exists),
-            "DoesNotExist" => Ok(Self::DoesNotExist),
-            other => Err(format!("unknown operator {other:?}; use In, NotIn, Exists or DoesNotExist")),
-        }
+/// Checks a role's selector: keys and values follow the cluster label rules, `In`/`NotIn` carry
+/// values and `Exists`/`DoesNotExist` none.
+///
+/// # Errors
+/// [`AccessError::Selector`] or [`AccessError::Requirement`].
+pub fn validate_selector(selector: &LabelSelector) -> Result<(), AccessError> {
+    validate_labels(&selector.match_labels)?;
+    if selector.match_expressions.len() > MAX_ITEMS {
+        return Err(AccessError::TooMany { what: "selector requirements", count: selector.match_expressions.len() });
     }
-}
-
-/// A cluster label selector: every `match_labels` pair and every requirement must hold.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Selector {
-    /// Labels that must have exactly these values.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub match_labels: BTreeMap<String, String>,
-    /// Further requirements.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub match_expressions: Vec<Requirement>,
-}
-
-impl Selector {
-    /// A selector of exact label values.
-    pub fn labels<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self {
-            match_labels: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-            match_expressions: Vec::new(),
-        }
-    }
-
-    /// Whether it selects nothing in particular (and so is refused in a role).
-    pub fn is_empty(&self) -> bool {
-        self.match_labels.is_empty() && self.match_expressions.is_empty()
-    }
-
-    /// Checks keys and values against the cluster label rules.
-    ///
-    /// # Errors
-    /// [`AccessError::Selector`] or [`AccessError::Requirement`].
-    pub fn validate(&self) -> Result<(), AccessError> {
-        validate_labels(&self.match_labels)?;
-        if self.match_expressions.len() > MAX_ITEMS {
-            return Err(AccessError::TooMany { what: "selector requirements", count: self.match_expressions.len() });
-        }
-        for r in &self.match_expressions {
-            let bad = |reason| Err(AccessError::Requirement { key: r.key.clone(), reason });
-            match r.operator {
-                Operator::In | Operator::NotIn if r.values.is_empty() => return bad("In and NotIn need values"),
-                Operator::Exists | Operator::DoesNotExist if !r.values.is_empty() => {
-                    return bad("Exists and DoesNotExist take no values");
-                }
-                _ => {}
+    for r in &selector.match_expressions {
+        let bad = |reason| Err(AccessError::Requirement { key: r.key.clone(), reason });
+        match r.operator {
+            SelectorOperator::In | SelectorOperator::NotIn if r.values.is_empty() => {
+                return bad("In and NotIn need values");
             }
-            let mut pairs: BTreeMap<String, String> = BTreeMap::new();
-            for v in &r.values {
-                pairs.insert(r.key.clone(), v.clone());
-                validate_labels(&pairs)?;
+            SelectorOperator::Exists | SelectorOperator::DoesNotExist if !r.values.is_empty() => {
+                return bad("Exists and DoesNotExist take no values");
             }
-            if r.values.is_empty() {
-                validate_labels(&BTreeMap::from([(r.key.clone(), String::new())]))?;
-            }
+            _ => {}
         }
-        Ok(())
+        validate_labels(&BTreeMap::from([(r.key.clone(), String::new())]))?;
+        for v in &r.values {
+            validate_labels(&BTreeMap::from([(r.key.clone(), v.clone())]))?;
+        }
     }
+    Ok(())
+}
 
-    /// Whether `labels` satisfy the selector.
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|r| {
-                let value = labels.get(&r.key);
-                match r.operator {
-                    Operator::In => value.is_some_and(|v| r.values.contains(v)),
-                    Operator::NotIn => value.is_none_or(|v| !r.values.contains(v)),
-                    Operator::Exists => value.is_some(),
-                    Operator::DoesNotExist => value.is_none(),
-                }
-            })
+fn selector_is_empty(s: &LabelSelector) -> bool {
+    s.match_labels.is_empty() && s.match_expressions.is_empty()
+}
+
+/// A selector of exact label values.
+pub fn selector<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> LabelSelector {
+    LabelSelector {
+        match_labels: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        match_expressions: Vec::new(),
     }
 }
 
@@ -241,7 +173,7 @@ pub struct Role {
     pub clusters: BTreeSet<ClusterId>,
     /// Clusters selected by their labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<Selector>,
+    pub selector: Option<LabelSelector>,
 }
 
 impl Role {
@@ -252,7 +184,7 @@ impl Role {
     pub fn new(
         name: &str,
         clusters: impl IntoIterator<Item = ClusterId>,
-        selector: Option<Selector>,
+        selector: Option<LabelSelector>,
     ) -> Result<Self, AccessError> {
         let r = Self { name: name.to_owned(), clusters: clusters.into_iter().collect(), selector };
         r.validate()?;
@@ -269,9 +201,9 @@ impl Role {
             return Err(AccessError::TooMany { what: "role clusters", count: self.clusters.len() });
         }
         if let Some(s) = &self.selector {
-            s.validate()?;
+            validate_selector(s)?;
         }
-        if self.clusters.is_empty() && self.selector.as_ref().is_none_or(Selector::is_empty) {
+        if self.clusters.is_empty() && self.selector.as_ref().is_none_or(selector_is_empty) {
             return Err(AccessError::EmptyRole(self.name.clone()));
         }
         Ok(())
@@ -280,7 +212,7 @@ impl Role {
     /// Whether the role covers `cluster`.
     pub fn covers(&self, cluster: &Cluster) -> bool {
         self.clusters.contains(&cluster.id)
-            || self.selector.as_ref().is_some_and(|s| !s.is_empty() && s.matches(&cluster.labels))
+            || self.selector.as_ref().is_some_and(|s| !selector_is_empty(s) && s.matches(&cluster.labels))
     }
 }
 
@@ -536,6 +468,7 @@ impl ApiKeyRecord {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::spec::LabelSelectorRequirement;
 
     fn cluster(id: &str, labels: &[(&str, &str)]) -> Cluster {
         let mut c = Cluster::new(ClusterId::new(id).unwrap());
@@ -552,7 +485,7 @@ mod tests {
         let clusters = [cluster("a", &[("env", "prod")]), cluster("b", &[("env", "dev")]), cluster("c", &[])];
         let roles = [
             Role::new("only-a", [ClusterId::new("a").unwrap()], None).unwrap(),
-            Role::new("dev", [], Some(Selector::labels([("env", "dev")]))).unwrap(),
+            Role::new("dev", [], Some(selector([("env", "dev")]))).unwrap(),
         ];
         let bindings = [
             RoleBinding::new("alice-a", "only-a", [Subject::user("alice").unwrap()]).unwrap(),
@@ -569,7 +502,7 @@ mod tests {
 
     #[test]
     fn a_selector_follows_labels_and_only_registered_clusters_count() {
-        let role = Role::new("prod", [ClusterId::new("later").unwrap()], Some(Selector::labels([("env", "prod")])))
+        let role = Role::new("prod", [ClusterId::new("later").unwrap()], Some(selector([("env", "prod")])))
             .unwrap();
         let binding = RoleBinding::new("b", "prod", [Subject::user("u").unwrap()]).unwrap();
         let u = Caller::new("u", []);
@@ -586,28 +519,28 @@ mod tests {
     #[test]
     fn requirements() {
         let labels = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
-        let req = |key: &str, operator, values: &[&str]| Selector {
+        let req = |key: &str, operator, values: &[&str]| LabelSelector {
             match_labels: BTreeMap::new(),
-            match_expressions: vec![Requirement {
+            match_expressions: vec![LabelSelectorRequirement {
                 key: key.to_owned(),
                 operator,
                 values: values.iter().map(|v| (*v).to_owned()).collect(),
             }],
         };
-        assert!(req("env", Operator::In, &["prod", "stage"]).matches(&labels));
-        assert!(!req("env", Operator::NotIn, &["prod"]).matches(&labels));
-        assert!(req("team", Operator::NotIn, &["x"]).matches(&labels));
-        assert!(req("env", Operator::Exists, &[]).matches(&labels));
-        assert!(!req("env", Operator::DoesNotExist, &[]).matches(&labels));
-        assert!(req("env", Operator::In, &[]).validate().is_err());
-        assert!(req("env", Operator::Exists, &["x"]).validate().is_err());
-        assert!(req("bad key!", Operator::Exists, &[]).validate().is_err());
+        assert!(req("env", SelectorOperator::In, &["prod", "stage"]).matches(&labels));
+        assert!(!req("env", SelectorOperator::NotIn, &["prod"]).matches(&labels));
+        assert!(req("team", SelectorOperator::NotIn, &["x"]).matches(&labels));
+        assert!(req("env", SelectorOperator::Exists, &[]).matches(&labels));
+        assert!(!req("env", SelectorOperator::DoesNotExist, &[]).matches(&labels));
+        assert!(validate_selector(&req("env", SelectorOperator::In, &[])).is_err());
+        assert!(validate_selector(&req("env", SelectorOperator::Exists, &["x"])).is_err());
+        assert!(validate_selector(&req("bad key!", SelectorOperator::Exists, &[])).is_err());
     }
 
     #[test]
     fn invalid_definitions_are_refused_with_their_reason() {
         assert!(matches!(Role::new("r", [], None), Err(AccessError::EmptyRole(_))));
-        assert!(matches!(Role::new("r", [], Some(Selector::default())), Err(AccessError::EmptyRole(_))));
+        assert!(matches!(Role::new("r", [], Some(LabelSelector::default())), Err(AccessError::EmptyRole(_))));
         assert!(matches!(
             Role::new("Bad_Name", [ClusterId::new("a").unwrap()], None),
             Err(AccessError::Name { kind: "role", .. })
