@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "opni/metrics/cortexadmin/v1/cortexadmin.proto",
     "opni/metrics/clusters/v1/clusters.proto",
     "opni/metrics/bootstrap/v1/bootstrap.proto",
+    "opni/metrics/rbac/v1/rbac.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -28,6 +28,7 @@
 //! [`MetricsCapabilitySpec::validate`]: opni_metrics_core::spec::MetricsCapabilitySpec::validate
 //! [`ClusterConfig::validate`]: opni_metrics_core::cluster::ClusterConfig::validate
 
+mod access;
 mod cortexops;
 pub use cortexops::{cluster_config_unvalidated, wire_path as cortex_wire_path};
 pub use node::disabled_reason;

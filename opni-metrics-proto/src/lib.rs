@@ -128,3 +128,12 @@ pub mod bootstrap {
         tonic::include_proto!("opni.metrics.bootstrap.v1");
     }
 }
+
+/// `Rbac`: roles, role bindings and API keys of readers.
+pub mod rbac {
+    /// Package `opni.metrics.rbac.v1`.
+    #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic, clippy::unwrap_used, clippy::expect_used)]
+    pub mod v1 {
+        tonic::include_proto!("opni.metrics.rbac.v1");
+    }
+}

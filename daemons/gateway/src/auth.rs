@@ -6,8 +6,9 @@
 //! extensions, or else the verified client certificate the transport's mutual-TLS listener
 //! attached ([`PeerIdentity`]). Nothing a client sends can set either.
 //!
-//! Management calls pass an [`Authenticator`]; the default is [`AdminToken`], a bearer token
-//! compared in constant time.
+//! Management calls pass an [`Authenticator`]; the default is [`AdminToken`]: a verified
+//! admin client certificate (on a management listener with TLS), or the bearer token compared
+//! in constant time from a loopback peer.
 
 use std::sync::Arc;
 
@@ -44,7 +45,13 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authenticate(&self, request: &Request<()>) -> Result<(), Status>;
 }
 
-/// `authorization: Bearer <token>`, compared in constant time.
+/// The default management authenticator. It admits:
+/// - a client certificate the management listener verified against its admin CA, unless the
+///   certificate names a cluster (an agent's certificate is never an admin's, even when one CA
+///   signs both);
+/// - `authorization: Bearer <token>`, compared in constant time, from a loopback peer (or from
+///   a request whose peer address is unknown: services an embedder mounted on its own server,
+///   which authenticates connections itself).
 #[derive(Clone)]
 pub struct AdminToken {
     expected: Arc<str>,
@@ -63,8 +70,34 @@ impl AdminToken {
     }
 }
 
+/// The peer address the transport recorded, if any.
+pub(crate) fn peer_addr<T>(req: &Request<T>) -> Option<std::net::SocketAddr> {
+    req.extensions()
+        .get::<PeerIdentity>()
+        .map(|p| p.remote_addr)
+        .or_else(|| req.extensions().get::<tonic::transport::server::TcpConnectInfo>().and_then(|i| i.remote_addr()))
+}
+
 impl Authenticator for AdminToken {
     fn authenticate(&self, req: &Request<()>) -> Result<(), Status> {
+        if let Some(p) = req.extensions().get::<PeerIdentity>() {
+            match &p.cluster {
+                Err(opni_metrics_transport::tls::IdentityError::NoClusterSan) => return Ok(()),
+                Ok(c) => {
+                    return Err(Status::permission_denied(format!(
+                        "the certificate of cluster {c} is an agent's, not an admin's"
+                    )));
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(addr) = peer_addr(req)
+            && !addr.ip().is_loopback()
+        {
+            return Err(Status::unauthenticated(
+                "the admin bearer token is accepted only from loopback; use an admin client certificate",
+            ));
+        }
         let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
         let expected = self.expected.as_bytes();
         let ok = given.len() == expected.len()
@@ -95,6 +128,27 @@ mod tests {
         wrong.metadata_mut().insert("authorization", "Bearer s3cres".parse().unwrap());
         assert_eq!(auth.authenticate(&wrong).unwrap_err().code(), tonic::Code::Unauthenticated);
         assert!(auth.authenticate(&Request::new(())).is_err());
+    }
+
+    fn from(addr: &str, cluster: Result<ClusterId, opni_metrics_transport::tls::IdentityError>) -> Request<()> {
+        let mut r = Request::new(());
+        r.extensions_mut().insert(PeerIdentity { cluster, remote_addr: addr.parse().unwrap() });
+        r
+    }
+
+    #[test]
+    fn the_token_needs_loopback_and_certificates_need_no_cluster() {
+        use opni_metrics_transport::tls::IdentityError;
+        let auth = AdminToken::new("s3cret");
+        let mut remote = from("10.1.2.3:5000", Err(IdentityError::NoCertificate));
+        remote.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert_eq!(auth.authenticate(&remote).unwrap_err().code(), tonic::Code::Unauthenticated);
+        let mut local = from("127.0.0.1:5000", Err(IdentityError::NoCertificate));
+        local.metadata_mut().insert("authorization", "Bearer s3cret".parse().unwrap());
+        assert!(auth.authenticate(&local).is_ok());
+        assert!(auth.authenticate(&from("10.1.2.3:5000", Err(IdentityError::NoClusterSan))).is_ok());
+        let agent = from("10.1.2.3:5000", Ok(ClusterId::new("c1").unwrap()));
+        assert_eq!(auth.authenticate(&agent).unwrap_err().code(), tonic::Code::PermissionDenied);
     }
 
     #[test]

@@ -21,3 +21,15 @@ impl IntoStatus for StateError {
 pub(crate) fn status<E: IntoStatus>(e: E) -> Status {
     e.into_status()
 }
+
+impl IntoStatus for crate::state::AccessStateError {
+    fn into_status(self) -> Status {
+        use crate::state::AccessStateError as E;
+        match self {
+            E::State(e) => e.into_status(),
+            e @ E::Exists { .. } => Status::already_exists(e.to_string()),
+            e @ E::NotFound { .. } => Status::not_found(e.to_string()),
+            e @ (E::MissingRole(_) | E::RoleInUse { .. }) => Status::failed_precondition(e.to_string()),
+        }
+    }
+}

@@ -33,7 +33,15 @@ use crate::ca::{Ca, CaError};
 use crate::capability::CapabilityService;
 use crate::cluster_driver::ExternalCluster;
 use crate::clusters::ClustersService;
+use crate::cortexadmin::CortexAdminService;
 use crate::cortexops::CortexOpsService;
+use crate::forward::HttpClient;
+use crate::query::QueryProxy;
+use crate::rbac::RbacService;
+use crate::readers::Readers;
+use crate::settings::ListenerTls;
+use opni_metrics_proto::cortexadmin::v1::cortex_admin_server::CortexAdminServer;
+use opni_metrics_proto::rbac::v1::rbac_server::RbacServer;
 use crate::forward::{ForwardService, Forwarder, UpstreamError, stack};
 use crate::metrics::GatewayMetrics;
 use crate::nodeconfig::NodeConfigService;
@@ -109,6 +117,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// Management gRPC.
     pub management: TcpListener,
+    /// The query proxy (HTTP).
+    pub query: TcpListener,
 }
 
 impl Listeners {
@@ -121,6 +131,7 @@ impl Listeners {
             grpc: bind(listen.grpc).await?,
             http: bind(listen.http).await?,
             management: bind(listen.management).await?,
+            query: bind(listen.query).await?,
         })
     }
 }
@@ -134,6 +145,8 @@ pub struct Addresses {
     pub http: SocketAddr,
     /// Management gRPC.
     pub management: SocketAddr,
+    /// The query proxy.
+    pub query: SocketAddr,
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -156,6 +169,8 @@ pub struct Gateway {
     forward: ForwardService,
     authenticator: Arc<dyn Authenticator>,
     admin_token: Option<String>,
+    readers: Readers,
+    client: HttpClient,
     tasks: Tasks,
     serving: Option<Addresses>,
 }
@@ -198,10 +213,20 @@ impl Gateway {
     }
 
     /// The management services (`Capability`, `NodeConfiguration`, `CortexOps`, `Clusters`,
-    /// `Bootstrap`), each behind the [`Authenticator`].
+    /// `Bootstrap`, `Rbac`), each behind the [`Authenticator`], and `CortexAdmin`, which admits
+    /// admins and readers (API keys, OpenID Connect tokens) and checks each call's tenants
+    /// against the caller's role bindings.
     pub fn management_services(&self) -> Routes {
         let check = interceptor(Arc::clone(&self.authenticator));
         let state = &self.state;
+        let admin = CortexAdminService::new(
+            self.readers.clone(),
+            self.client.clone(),
+            self.settings.upstream.apis(),
+            self.settings.upstream.tenant_header.clone(),
+            self.settings.query.timeout,
+            self.forward.clone(),
+        );
         Routes::new(CapabilityServer::with_interceptor(
             CapabilityService::new(
                 state.clone(),
@@ -219,8 +244,29 @@ impl Gateway {
         .add_service(ClustersServer::with_interceptor(ClustersService::new(state.clone()), check.clone()))
         .add_service(BootstrapServer::with_interceptor(
             BootstrapService::new(state.clone(), Arc::clone(&self.ca), false, self.settings.cert_validity),
-            check,
+            check.clone(),
         ))
+        .add_service(RbacServer::with_interceptor(RbacService::new(state.clone()), check))
+        .add_service(CortexAdminServer::new(admin).max_encoding_message_size(64 << 20))
+    }
+
+    /// The query proxy as a `tower::Service` over HTTP requests, for an embedder's own HTTP
+    /// server ([`Gateway::serve`] serves it on [`Listeners::query`]).
+    pub fn query_proxy(&self) -> QueryProxy {
+        QueryProxy::new(
+            self.readers.clone(),
+            self.client.clone(),
+            self.settings.upstream.apis(),
+            self.settings.upstream.tenant_header.clone(),
+            self.settings.query.clone(),
+            Arc::clone(&self.metrics),
+        )
+    }
+
+    /// Who reads: reader authentication and tenant resolution, for an embedder's own read
+    /// endpoints.
+    pub fn readers(&self) -> &Readers {
+        &self.readers
     }
 
     /// Serves the agent services over mutual TLS on `listeners.grpc` (with health and
@@ -241,6 +287,7 @@ impl Gateway {
             grpc: local(&listeners.grpc)?,
             http: local(&listeners.http)?,
             management: local(&listeners.management)?,
+            query: local(&listeners.query)?,
         };
         let serving = serving_files(s, &self.ca)?;
         let tls = serving.watch(Duration::from_secs(5), |f| f.server_config_with(true), &self.tasks)?;
@@ -276,16 +323,56 @@ impl Gateway {
         let mgmt = tonic::transport::Server::builder()
             .add_routes(self.management_services())
             .add_service(health)
-            .add_service(reflection()?)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listeners.management),
-                token.clone().cancelled_owned(),
-            );
-        self.tasks.spawn_graceful("grpc-management", async move {
-            if let Err(e) = mgmt.await {
-                tracing::error!(error = %e, "management gRPC server failed");
+            .add_service(reflection()?);
+        match &s.management_tls {
+            None => {
+                let server = mgmt.serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listeners.management),
+                    token.clone().cancelled_owned(),
+                );
+                self.tasks.spawn_graceful("grpc-management", async move {
+                    if let Err(e) = server.await {
+                        tracing::error!(error = %e, "management gRPC server failed");
+                    }
+                });
             }
-        });
+            Some(m) => {
+                let files = TlsFiles { cert: m.cert.clone(), key: m.key.clone(), ca: m.client_ca.clone() };
+                let tls = files.watch(Duration::from_secs(5), |f| f.server_config_with(true), &self.tasks)?;
+                let metrics = Arc::clone(&self.metrics);
+                let incoming = tls_incoming(&self.tasks, listeners.management, tls, s.handshake_timeout, move |kind| {
+                    metrics.tls_failure(kind);
+                });
+                let server = mgmt.serve_with_incoming_shutdown(incoming, token.clone().cancelled_owned());
+                self.tasks.spawn_graceful("grpc-management", async move {
+                    if let Err(e) = server.await {
+                        tracing::error!(error = %e, "management gRPC server failed");
+                    }
+                });
+            }
+        }
+        let query_tls = match &s.query.tls {
+            ListenerTls::None => None,
+            ListenerTls::Gateway => {
+                let files = serving_files(s, &self.ca)?;
+                Some(files.watch(Duration::from_secs(5), TlsFiles::server_config_without_client_auth, &self.tasks)?)
+            }
+            ListenerTls::Files { cert, key } => {
+                let files = TlsFiles { cert: cert.clone(), key: key.clone(), ca: cert.clone() };
+                Some(files.watch(Duration::from_secs(5), TlsFiles::server_config_without_client_auth, &self.tasks)?)
+            }
+        };
+        let query_opts = ServerOptions { drain_timeout: s.drain_timeout, ..ServerOptions::default() };
+        self.tasks.spawn_graceful(
+            "http-query",
+            http_server::serve_with_tls(
+                listeners.query,
+                query_tls,
+                self.query_proxy(),
+                query_opts,
+                token.clone().cancelled_owned(),
+            ),
+        );
         let ops = Arc::clone(&self.ops);
         let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let resp = ops.route_or_404(req.uri().path());
@@ -297,7 +384,7 @@ impl Gateway {
         self.ops.set_ready(true);
         self.serving = Some(addrs);
         tracing::info!(grpc = %addrs.grpc, http = %addrs.http, management = %addrs.management,
-            upstream = %s.upstream.url, "gateway ready");
+            query = %addrs.query, upstream = %s.upstream.url, "gateway ready");
         Ok(addrs)
     }
 

@@ -7,6 +7,7 @@ use opni_metrics_core::remote_write::ForwardResponse;
 use opni_metrics_transport::metrics::{Labels, RequestMetricNames, RequestMetrics};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// The gateway's metrics.
@@ -21,6 +22,16 @@ pub struct GatewayMetrics {
     pub refused: Family<Labels, Counter>,
     /// Failed TLS handshakes, by kind.
     pub tls_failures: Family<Labels, Counter>,
+    /// Query proxy requests, by endpoint and HTTP status code.
+    pub query_requests: Family<Labels, Counter>,
+    /// Query proxy latency until the response headers, by endpoint.
+    pub query_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Reader authentication failures, by reason.
+    pub reader_auth_failures: Family<Labels, Counter>,
+}
+
+fn query_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
 /// The names of the upstream hop's metrics.
@@ -46,6 +57,9 @@ impl GatewayMetrics {
             samples_written: Family::default(),
             refused: Family::default(),
             tls_failures: Family::default(),
+            query_requests: Family::default(),
+            query_duration: Family::new_with_constructor(query_histogram as fn() -> Histogram),
+            reader_auth_failures: Family::default(),
         };
         r.register(
             "remote_write_samples_written",
@@ -54,12 +68,35 @@ impl GatewayMetrics {
         );
         r.register("remote_write_refused", "Pushes refused by the gateway", m.refused.clone());
         r.register("tls_handshake_failures", "Failed TLS handshakes", m.tls_failures.clone());
+        r.register("query_requests", "Query proxy requests by endpoint and status code", m.query_requests.clone());
+        r.register(
+            "query_request_duration_seconds",
+            "Query proxy latency until the upstream's response headers",
+            m.query_duration.clone(),
+        );
+        r.register("reader_auth_failures", "Refused reader credentials by reason", m.reader_auth_failures.clone());
         Arc::new(m)
     }
 
     /// Counts a refused push.
     pub fn refuse(&self, why: &str) {
         self.refused.get_or_create(&reason(why)).inc();
+    }
+
+    /// Counts a query proxy answer.
+    pub fn query(&self, endpoint: &str, code: u16, seconds: Option<f64>) {
+        let l = vec![("endpoint".to_owned(), endpoint.to_owned())];
+        if let Some(s) = seconds {
+            self.query_duration.get_or_create(&l).observe(s);
+        }
+        let mut l = l;
+        l.push(("code".to_owned(), code.to_string()));
+        self.query_requests.get_or_create(&l).inc();
+    }
+
+    /// Counts a refused reader credential.
+    pub fn reader_refused(&self, why: &str) {
+        self.reader_auth_failures.get_or_create(&reason(why)).inc();
     }
 
     /// Counts a failed handshake.

@@ -25,9 +25,14 @@ pub struct Listen {
     pub grpc: SocketAddr,
     /// Ops HTTP (`/metrics`, `/healthz`, `/readyz`). Default `0.0.0.0:8080`.
     pub http: SocketAddr,
-    /// Management gRPC (loopback unless an [`Authenticator`](crate::auth::Authenticator) that
-    /// does not rely on loopback is given). Default `127.0.0.1:9091`.
+    /// Management gRPC (`Capability`, `NodeConfiguration`, `CortexOps`, `CortexAdmin`, `Rbac`,
+    /// ...). The admin bearer token is accepted only from loopback peers; off loopback, use
+    /// [`GatewaySettings::management_tls`] and admin client certificates. Default
+    /// `127.0.0.1:9091`.
     pub management: SocketAddr,
+    /// The query proxy (HTTP, the Prometheus API under `/prometheus/api/v1/`). Default
+    /// `0.0.0.0:8086`.
+    pub query: SocketAddr,
 }
 
 impl Listen {
@@ -36,7 +41,7 @@ impl Listen {
     /// running beside other services.
     pub fn ephemeral_loopback() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self { grpc: any, http: any, management: any }
+        Self { grpc: any, http: any, management: any, query: any }
     }
 }
 
@@ -46,6 +51,7 @@ impl Default for Listen {
             grpc: SocketAddr::from(([0, 0, 0, 0], 9090)),
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             management: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            query: SocketAddr::from(([0, 0, 0, 0], 8086)),
         }
     }
 }
@@ -78,6 +84,165 @@ pub struct UpstreamSettings {
     pub status_interval: Duration,
     /// How long the upstream must fail continuously before agents are disabled. Default 2 min.
     pub failing_grace: Duration,
+    /// Base URL of the Prometheus API of the query frontend (`<it>/api/v1/query`); `None`:
+    /// `<scheme://host:port of url>/prometheus`.
+    pub query_url: Option<Uri>,
+    /// Base URL of the ruler (`<it>/api/v1/rules`, `<it>/prometheus/api/v1/rules`); `None`: the
+    /// scheme, host and port of `url`.
+    pub ruler_url: Option<Uri>,
+    /// Base URL of the distributor's and Cortex's status pages (`/distributor/all_user_stats`,
+    /// rings, `/config`, `/memberlist`); `None`: the scheme, host and port of `url`.
+    pub admin_url: Option<Uri>,
+    /// The ingesters' HTTP port, for flushing each active ingester found in the ring (whose
+    /// addresses carry the gRPC port); `None`: the port of the admin URL.
+    pub ingester_http_port: Option<u16>,
+}
+
+/// The upstream's APIs, resolved from [`UpstreamSettings`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamApis {
+    /// Query frontend's Prometheus API base (no trailing slash).
+    pub query: String,
+    /// Ruler base.
+    pub ruler: String,
+    /// Status and distributor base.
+    pub admin: String,
+    /// The ingesters' HTTP port, if fixed.
+    pub ingester_http_port: Option<u16>,
+}
+
+fn origin(u: &Uri) -> String {
+    format!("{}://{}", u.scheme_str().unwrap_or("http"), u.authority().map_or("", |a| a.as_str()))
+}
+
+fn base(u: &Uri) -> String {
+    u.to_string().trim_end_matches('/').to_owned()
+}
+
+impl UpstreamSettings {
+    /// The read and admin endpoints.
+    pub fn apis(&self) -> UpstreamApis {
+        let o = origin(&self.url);
+        UpstreamApis {
+            query: self.query_url.as_ref().map_or_else(|| format!("{o}/prometheus"), base),
+            ruler: self.ruler_url.as_ref().map_or_else(|| o.clone(), base),
+            admin: self.admin_url.as_ref().map_or_else(|| o.clone(), base),
+            ingester_http_port: self.ingester_http_port,
+        }
+    }
+}
+
+/// How readers (query proxy, `CortexAdmin`) authenticate: API keys always, OpenID Connect
+/// bearer tokens when configured.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ReaderSettings {
+    /// The OpenID Connect issuer whose tokens are accepted.
+    pub oidc: Option<OidcSettings>,
+}
+
+/// An OpenID Connect issuer.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OidcSettings {
+    /// The issuer URL, exactly as in the tokens' `iss`.
+    pub issuer: String,
+    /// The audience tokens must carry in `aud` (the client id Grafana logs in with).
+    pub audience: String,
+    /// The JWKS URL; `None`: discovered from `<issuer>/.well-known/openid-configuration`.
+    pub jwks_url: Option<Uri>,
+    /// CA bundle for the issuer's HTTPS; the system roots when absent.
+    pub ca: Option<PathBuf>,
+    /// The claim holding the subject. Default `sub`.
+    pub subject_claim: String,
+    /// The claim holding the groups (a list of strings, or one string). Default `groups`.
+    pub groups_claim: String,
+    /// Keys are fetched again after this long. Default 5 min.
+    pub refresh_interval: Duration,
+    /// A token signed by an unknown key triggers a fetch, at most this often. Default 10 s.
+    pub min_refresh_interval: Duration,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30 s.
+    pub leeway: Duration,
+}
+
+impl OidcSettings {
+    /// Settings for `issuer` and `audience` with the defaults.
+    pub fn new(issuer: &str, audience: &str) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            jwks_url: None,
+            ca: None,
+            subject_claim: "sub".into(),
+            groups_claim: "groups".into(),
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(10),
+            leeway: Duration::from_secs(30),
+        }
+    }
+}
+
+/// TLS of an HTTP or gRPC listener that is optional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ListenerTls {
+    /// Plain text.
+    None,
+    /// The serving certificate the agent-facing listener uses (the embedded CA's, or
+    /// [`GatewaySettings::grpc_tls`]).
+    Gateway,
+    /// These files.
+    Files {
+        /// Certificate chain (PEM).
+        cert: PathBuf,
+        /// Private key (PEM).
+        key: PathBuf,
+    },
+}
+
+/// The query proxy.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct QuerySettings {
+    /// Its TLS. Default none.
+    pub tls: ListenerTls,
+    /// Longest a query may take, response included. Default 2 min.
+    pub timeout: Duration,
+    /// Largest response relayed; a longer one is cut off. Default 256 MiB.
+    pub max_response_bytes: u64,
+    /// Largest POST body accepted. Default 1 MiB.
+    pub max_request_bytes: usize,
+}
+
+impl Default for QuerySettings {
+    fn default() -> Self {
+        Self {
+            tls: ListenerTls::None,
+            timeout: Duration::from_secs(120),
+            max_response_bytes: 256 << 20,
+            max_request_bytes: 1 << 20,
+        }
+    }
+}
+
+/// TLS of the management listener: with `client_ca`, a client certificate it verifies
+/// authenticates an admin from any address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ManagementTls {
+    /// Serving certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// CA bundle of admin client certificates.
+    pub client_ca: PathBuf,
+}
+
+impl ManagementTls {
+    /// Serving certificate, key and the admin client CA.
+    pub fn new(cert: PathBuf, key: PathBuf, client_ca: PathBuf) -> Self {
+        Self { cert, key, client_ca }
+    }
 }
 
 impl Default for UpstreamSettings {
@@ -94,6 +259,10 @@ impl Default for UpstreamSettings {
             ready_path: "/ready".into(),
             status_interval: Duration::from_secs(10),
             failing_grace: Duration::from_secs(120),
+            query_url: None,
+            ruler_url: None,
+            admin_url: None,
+            ingester_http_port: None,
         }
     }
 }
@@ -132,6 +301,12 @@ pub struct GatewaySettings {
     /// How long [`Gateway::shutdown`](crate::Gateway::shutdown) waits for in-flight work.
     /// Default 30 s.
     pub drain_timeout: Duration,
+    /// How readers authenticate.
+    pub readers: ReaderSettings,
+    /// The query proxy.
+    pub query: QuerySettings,
+    /// TLS of the management listener; `None`: plain text (keep it on loopback).
+    pub management_tls: Option<ManagementTls>,
 }
 
 impl Default for GatewaySettings {
@@ -150,6 +325,9 @@ impl Default for GatewaySettings {
             limits: Limits::default(),
             status: StatusOptions { rate_limit_as_503: false, local_retry_after: Some(Duration::from_secs(1)) },
             drain_timeout: Duration::from_secs(30),
+            readers: ReaderSettings::default(),
+            query: QuerySettings::default(),
+            management_tls: None,
         }
     }
 }
@@ -197,6 +375,37 @@ impl GatewaySettings {
         }
         if self.server_names.is_empty() {
             return Err(invalid("bootstrap.serverNames", "must name at least one DNS name or IP address"));
+        }
+        for (field, u) in [
+            ("upstream.queryUrl", &self.upstream.query_url),
+            ("upstream.rulerUrl", &self.upstream.ruler_url),
+            ("upstream.adminUrl", &self.upstream.admin_url),
+        ] {
+            if let Some(u) = u
+                && (!matches!(u.scheme_str(), Some("http" | "https")) || u.host().is_none() || u.query().is_some())
+            {
+                return Err(invalid(field, "must be an http:// or https:// URL with a host and no query"));
+            }
+        }
+        if self.query.timeout.is_zero() {
+            return Err(invalid("query.timeout", "must be above 0s"));
+        }
+        if self.query.max_response_bytes == 0 || self.query.max_request_bytes == 0 {
+            return Err(invalid("query.maxResponseBytes", "limits must be above 0"));
+        }
+        if let Some(o) = &self.readers.oidc {
+            if !(o.issuer.starts_with("https://") || o.issuer.starts_with("http://")) {
+                return Err(invalid("readers.oidc.issuer", "must be an http(s) URL, exactly as tokens carry it in iss"));
+            }
+            if o.audience.is_empty() {
+                return Err(invalid("readers.oidc.audience", "must name the audience (client id) tokens carry"));
+            }
+            if o.subject_claim.is_empty() || o.groups_claim.is_empty() {
+                return Err(invalid("readers.oidc.subjectClaim", "claim names must not be empty"));
+            }
+            if o.refresh_interval.is_zero() {
+                return Err(invalid("readers.oidc.refreshInterval", "must be above 0s"));
+            }
         }
         if self.limits.max_body_bytes == 0 || self.limits.max_decoded_bytes < self.limits.max_body_bytes {
             return Err(invalid("remoteWrite.maxBodyBytes", "must be above 0 and at most maxDecodedBytes"));

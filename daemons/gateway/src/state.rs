@@ -17,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::bootstrap::StoredToken;
 
+mod access;
 mod cortex;
+pub use access::AccessStateError;
 pub use cortex::{HISTORY_LEN, HistoryRecord, Target};
 
 /// Key prefix of clusters.

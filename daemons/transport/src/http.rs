@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +13,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower::{Service, ServiceExt};
 
 /// Server options.
@@ -47,14 +50,35 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>>
 /// Serves `service` on `listener` until `shutdown` resolves, then stops accepting and waits
 /// up to the drain timeout for in-flight requests. Each request is one `oneshot` call on a
 /// clone of `service`.
-pub async fn serve<S>(listener: TcpListener, service: S, opts: ServerOptions, shutdown: impl Future<Output = ()>)
+pub async fn serve<S, B>(listener: TcpListener, service: S, opts: ServerOptions, shutdown: impl Future<Output = ()>)
 where
-    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    serve_with_tls(listener, None, service, opts, shutdown).await;
+}
+
+/// Like [`serve`], over TLS with the current config of `tls` for each new connection
+/// (handshakes run concurrently, each within the header read timeout). `None` serves plain
+/// text.
+pub async fn serve_with_tls<S, B>(
+    listener: TcpListener,
+    tls: Option<watch::Receiver<Arc<ServerConfig>>>,
+    service: S,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(opts.max_concurrent_streams);
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -72,10 +96,26 @@ where
         let _ = tcp.set_nodelay(true);
         let service = service.clone();
         let svc = hyper::service::service_fn(move |req| service.clone().oneshot(req));
-        let conn = builder.serve_connection(TokioIo::new(tcp), svc).into_owned();
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
+        let builder = Arc::clone(&builder);
+        let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.borrow())));
+        let handshake = opts.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match acceptor {
+                None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), svc).into_owned()).await,
+                Some(a) => match tokio::time::timeout(handshake, a.accept(tcp)).await {
+                    Ok(Ok(stream)) => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -185,6 +185,20 @@ impl TlsFiles {
         Ok(cfg)
     }
 
+    /// A TLS 1.2/1.3 server config without client authentication, for HTTP listeners whose
+    /// callers authenticate per request (ALPN h2 and http/1.1); `ca` is not used.
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file at fault.
+    pub fn server_config_without_client_auth(&self) -> Result<ServerConfig, TlsError> {
+        let mut cfg = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(read_certs("certificate", &self.cert)?, read_key(&self.key)?)?;
+        cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(cfg)
+    }
+
     /// A TLS 1.3 client config presenting this certificate and trusting only the CA; ALPN h2.
     ///
     /// # Errors

@@ -131,7 +131,7 @@ impl GatewayBuilder {
                 (Some(t), a)
             }
         };
-        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::with_client(&settings.upstream, client));
+        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::with_client(&settings.upstream, client.clone()));
         #[cfg(feature = "kubernetes")]
         let default_driver = match self.kubernetes {
             Some(k) => crate::kubernetes::start(k, Arc::clone(&external), &tasks)?,
@@ -142,6 +142,7 @@ impl GatewayBuilder {
         let driver = self.cluster_driver.unwrap_or(default_driver);
 
         let state = State::new(store, UpstreamState::Installed);
+        let readers = Readers::new(state.clone(), settings.readers.oidc.clone(), Arc::clone(&authenticator))?;
         let hub = Hub::start(settings.sync, os_seed(), &tasks);
         watch_store(state.clone(), hub.clone(), &tasks);
         let statuses = Arc::new(StatusCache::default());
@@ -172,6 +173,8 @@ impl GatewayBuilder {
             forward,
             authenticator,
             admin_token,
+            readers,
+            client,
             tasks,
             serving: None,
         })
