@@ -123,3 +123,60 @@ pub fn metric_sum(exposition: &str, name: &str) -> Option<f64> {
     }
     found
 }
+
+/// A small HTTPS/1.1 client trusting one CA (one connection per request).
+#[derive(Clone)]
+pub struct TlsClient {
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsClient")
+    }
+}
+
+impl TlsClient {
+    /// A client trusting the CA certificates in `ca` (PEM).
+    pub fn new(ca: &std::path::Path) -> Self {
+        let roots = opni_metrics_transport::tls::roots(ca).expect("CA");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocols")
+            .with_root_certificates(std::sync::Arc::unwrap_or_clone(roots))
+            .with_no_client_auth();
+        Self { config: std::sync::Arc::new(config) }
+    }
+
+    /// GET `url` (`https://host:port/...`) with `headers`.
+    ///
+    /// # Errors
+    /// Transport and TLS errors as text.
+    pub async fn get(&self, url: &str, headers: &[(String, String)]) -> Result<Reply, String> {
+        let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
+        let host = uri.host().ok_or("no host")?.to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await.map_err(|e| e.to_string())?;
+        let name = rustls_pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&self.config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let mut b = Request::builder().method(Method::GET).uri(uri.path_and_query().map_or("/", |p| p.as_str()));
+        b = b.header("host", format!("{host}:{port}"));
+        for (k, v) in headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        let req = b.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply { status, headers, body })
+    }
+}

@@ -24,9 +24,12 @@
 // Test harness: a panic is how a broken fixture reports itself.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod cortex;
 pub mod http;
 pub mod kube_fake;
+pub mod oidc;
 pub mod pki;
+pub mod procstat;
 pub mod prometheus;
 pub mod rw;
 pub mod sim;

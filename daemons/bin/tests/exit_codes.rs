@@ -33,10 +33,18 @@ fn a_port_in_use_exits_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let o = gateway(
-        &[&format!("--http-listen=127.0.0.1:{port}"), "--grpc-listen=127.0.0.1:0", "--management-listen=127.0.0.1:0"],
+        &[&format!("--http-listen=127.0.0.1:{port}"), "--grpc-listen=127.0.0.1:0", "--management-listen=127.0.0.1:0", "--query-listen=127.0.0.1:0"],
         dir.path(),
     );
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+}
+
+#[test]
+fn the_shipped_gateway_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/gateway/gateway.yaml");
+    let o = gateway(&["--config", config, "--check-config"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
 }

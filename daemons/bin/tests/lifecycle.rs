@@ -30,7 +30,7 @@ impl Gateway {
         std::fs::write(
             &config,
             format!(
-                "dataDir: {}\ngrpc:\n  listen: 127.0.0.1:{grpc}\nhttp:\n  listen: 127.0.0.1:{http}\nmanagement:\n  listen: 127.0.0.1:{mgmt}\nupstream:\n  url: {upstream}\n  tenantDeletion: cortex\nsync:\n  resyncInterval: 2s\nlog:\n  level: warn\n",
+                "dataDir: {}\ngrpc:\n  listen: 127.0.0.1:{grpc}\nhttp:\n  listen: 127.0.0.1:{http}\nmanagement:\n  listen: 127.0.0.1:{mgmt}\nquery:\n  listen: 127.0.0.1:0\nupstream:\n  url: {upstream}\n  tenantDeletion: cortex\nsync:\n  resyncInterval: 2s\nlog:\n  level: warn\n",
                 dir.join("gw").display()
             ),
         )

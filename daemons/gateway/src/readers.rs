@@ -1,7 +1,8 @@
 //! Who is reading: the authentication of the query proxy's and `CortexAdmin`'s callers, and
 //! the tenants each may read.
 //!
-//! A reader sends `Authorization: Bearer <credential>`:
+//! A reader sends `Authorization: Bearer <credential>` (or `Basic` with the credential as the
+//! password, for clients that only speak basic auth, such as promtool):
 //! - an API key (`omk_<id>_<secret>`, see [`opni_metrics_core::access`]), looked up in the
 //!   store by its id and compared by hash; or
 //! - an OpenID Connect ID or access token: a JWT whose signature is checked against the
@@ -127,10 +128,17 @@ impl Readers {
         let value = headers.get(http::header::AUTHORIZATION).ok_or(ReaderError::Missing)?;
         let value = value.to_str().map_err(|_| ReaderError::Malformed("not ASCII".into()))?;
         let (scheme, credential) = value.split_once(' ').ok_or(ReaderError::Missing)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
+        let basic;
+        let credential = if scheme.eq_ignore_ascii_case("bearer") {
+            credential.trim()
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            // clients that only speak basic auth (promtool, some Grafana set-ups) send the
+            // credential as the password; the user name carries no meaning
+            basic = basic_password(credential.trim())?;
+            basic.as_str()
+        } else {
             return Err(ReaderError::Missing);
-        }
-        let credential = credential.trim();
+        };
         if credential.len() > MAX_CREDENTIAL_BYTES {
             return Err(ReaderError::Malformed(format!("longer than {MAX_CREDENTIAL_BYTES} bytes")));
         }
@@ -175,6 +183,20 @@ impl Readers {
             Principal::Reader(c) => self.state.readable_tenants(c).await,
         }
     }
+}
+
+fn basic_password(encoded: &str) -> Result<String, ReaderError> {
+    use base64::Engine as _;
+    if encoded.len() > MAX_CREDENTIAL_BYTES * 2 {
+        return Err(ReaderError::Malformed(format!("longer than {MAX_CREDENTIAL_BYTES} bytes")));
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| ReaderError::Malformed("basic credentials are not base64".into()))?;
+    let text = String::from_utf8(raw).map_err(|_| ReaderError::Malformed("basic credentials are not UTF-8".into()))?;
+    let (_, password) =
+        text.split_once(':').ok_or_else(|| ReaderError::Malformed("basic credentials need user:password".into()))?;
+    Ok(password.to_owned())
 }
 
 struct CachedKeys {
@@ -395,7 +417,10 @@ mod tests {
             h
         };
         assert!(matches!(readers.authenticate(&HeaderMap::new()).await, Err(ReaderError::Missing)));
-        assert!(matches!(readers.authenticate(&with("Basic abc")).await, Err(ReaderError::Missing)));
+        assert!(matches!(readers.authenticate(&with("Digest abc")).await, Err(ReaderError::Missing)));
+        assert!(matches!(readers.authenticate(&with("Basic !!")).await, Err(ReaderError::Malformed(_))));
+        // "u:omk_12" as basic credentials: the password is the credential
+        assert!(matches!(readers.authenticate(&with("Basic dTpvbWtfMTI=")).await, Err(ReaderError::Malformed(_))));
         assert!(matches!(readers.authenticate(&with("Bearer omk_12")).await, Err(ReaderError::Malformed(_))));
         assert!(matches!(readers.authenticate(&with("Bearer nonsense")).await, Err(ReaderError::Malformed(_))));
         assert!(matches!(readers.authenticate(&with("Bearer a.b.c")).await, Err(ReaderError::NoIssuer)));

@@ -1,8 +1,9 @@
 //! Grafana through grafana-operator v5: a `Grafana` instance and the datasource querying the
 //! gateway.
 //!
-//! The datasource calls the gateway's query proxy, never Cortex itself: the gateway decides the
-//! tenant from the caller's authorisation. Grafana forwards the signed-in user's OAuth token
+//! The datasource calls the gateway's query proxy (`https://<gateway service>:<queryPort>/prometheus`;
+//! Grafana appends `/api/v1/...`), never Cortex itself: the gateway decides the tenants from the
+//! caller's role bindings. Grafana forwards the signed-in user's OAuth token
 //! (`oauthPassThru`), so Grafana must log users in through the same identity provider the gateway
 //! trusts (its `auth.generic_oauth` settings are the operator's to add). TLS to the gateway is
 //! verified (`tlsSkipVerify: false`): the gateway's serving certificate must chain to a CA
@@ -77,7 +78,7 @@ pub(crate) fn render(ctx: &Ctx<'_>) -> Result<Vec<DesiredObject>, RenderError> {
             name: "Opni Metrics".to_owned(),
             type_: "prometheus".to_owned(),
             access: "proxy".to_owned(),
-            url: format!("https://{}:{}", names.host(&gateway.service_name), gateway.query_port),
+            url: format!("https://{}:{}/prometheus", names.host(&gateway.service_name), gateway.query_port),
             is_default: true,
             json_data: Some(json!({ "oauthPassThru": true, "tlsSkipVerify": false })),
         },

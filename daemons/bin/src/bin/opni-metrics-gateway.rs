@@ -18,7 +18,8 @@ use opni_metrics_transport::tls::TlsFiles;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about)]
 struct Args {
-    /// YAML config file (camelCase keys: grpc, http, upstream, remoteWrite, log).
+    /// YAML config file (camelCase keys: grpc, http, management, query, readers, upstream,
+    /// remoteWrite, store, kubernetes, log).
     #[arg(long, short = 'c', env = "OPNI_GATEWAY_CONFIG")]
     config: Option<PathBuf>,
     /// Agent-facing gRPC listen address (grpc.listen).
@@ -42,6 +43,15 @@ struct Args {
     /// Management gRPC listen address, loopback only (management.listen).
     #[arg(long, env = "OPNI_GATEWAY_MANAGEMENT_LISTEN")]
     management_listen: Option<String>,
+    /// Query proxy listen address, the Prometheus API for Grafana (query.listen).
+    #[arg(long, env = "OPNI_GATEWAY_QUERY_LISTEN")]
+    query_listen: Option<String>,
+    /// OpenID Connect issuer whose tokens readers may present (readers.oidc.issuer).
+    #[arg(long, env = "OPNI_GATEWAY_OIDC_ISSUER", requires = "oidc_audience")]
+    oidc_issuer: Option<String>,
+    /// Audience (client id) reader tokens must carry (readers.oidc.audience).
+    #[arg(long, env = "OPNI_GATEWAY_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
     /// Upstream push URL, e.g. http://cortex:8080/api/v1/push (upstream.url).
     #[arg(long, env = "OPNI_GATEWAY_UPSTREAM_URL")]
     upstream_url: Option<String>,
@@ -75,6 +85,14 @@ fn config(args: &Args) -> Result<GatewayConfig, opni_metrics_daemons::ConfigErro
     }
     if let Some(v) = &args.management_listen {
         c.management.listen.clone_from(v);
+    }
+    if let Some(v) = &args.query_listen {
+        c.query.listen.clone_from(v);
+    }
+    if let (Some(issuer), Some(audience)) = (&args.oidc_issuer, &args.oidc_audience) {
+        let o = c.readers.oidc.get_or_insert_with(|| opni_metrics_daemons::config::readers::OidcConfig::new(issuer, audience));
+        o.issuer.clone_from(issuer);
+        o.audience.clone_from(audience);
     }
     if let Some(v) = &args.upstream_url {
         c.upstream.url.clone_from(v);

@@ -46,6 +46,10 @@ pub struct GatewayConfig {
     pub store: Option<StoreConfig>,
     /// Kubernetes: the upstream Cortex as a `MonitoringCluster` and its controller.
     pub kubernetes: Option<KubernetesConfig>,
+    /// The query proxy for Grafana.
+    pub query: super::readers::QueryConfig,
+    /// How readers (query proxy, CortexAdmin) authenticate.
+    pub readers: super::readers::ReadersConfig,
 }
 
 /// The gateway on Kubernetes.
@@ -118,6 +122,8 @@ impl Default for GatewayConfig {
             bootstrap: BootstrapConfig::default(),
             store: None,
             kubernetes: None,
+            query: super::readers::QueryConfig::default(),
+            readers: super::readers::ReadersConfig::default(),
         }
     }
 }
@@ -126,17 +132,19 @@ impl Default for GatewayConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ManagementConfig {
-    /// Address to listen on; must be a loopback address (management is authenticated with a
-    /// bearer token, which only loopback keeps private).
+    /// Address to listen on; a loopback address unless `tls` is set (the bearer token is
+    /// accepted only from loopback peers; off loopback, admins present client certificates).
     pub listen: String,
     /// File holding the admin bearer token; created with a random token if missing
     /// (default `<dataDir>/admin.token`).
     pub token_file: Option<PathBuf>,
+    /// TLS with admin client certificates.
+    pub tls: Option<super::readers::ManagementTlsConfig>,
 }
 
 impl Default for ManagementConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:9091".into(), token_file: None }
+        Self { listen: "127.0.0.1:9091".into(), token_file: None, tls: None }
     }
 }
 
@@ -246,6 +254,14 @@ pub struct UpstreamConfig {
     pub status_interval: PromDuration,
     /// How long the upstream must fail continuously before agents are disabled.
     pub failing_grace: PromDuration,
+    /// Base URL of the query frontend's Prometheus API (default `<url's origin>/prometheus`).
+    pub query_url: Option<String>,
+    /// Base URL of the ruler (default the origin of `url`).
+    pub ruler_url: Option<String>,
+    /// Base URL of Cortex's status pages and the distributor (default the origin of `url`).
+    pub admin_url: Option<String>,
+    /// The ingesters' HTTP port for flushes (default the admin URL's port).
+    pub ingester_http_port: Option<u16>,
 }
 
 impl Default for UpstreamConfig {
@@ -263,6 +279,10 @@ impl Default for UpstreamConfig {
             ready_path: "/ready".into(),
             status_interval: PromDuration::from_secs(10),
             failing_grace: PromDuration::from_secs(120),
+            query_url: None,
+            ruler_url: None,
+            admin_url: None,
+            ingester_http_port: None,
         }
     }
 }
@@ -446,10 +466,10 @@ impl GatewayConfig {
         listen.grpc = socket("grpc.listen", &self.grpc.listen)?;
         listen.http = socket("http.listen", &self.http.listen)?;
         listen.management = socket("management.listen", &self.management.listen)?;
-        if !listen.management.ip().is_loopback() {
+        if !listen.management.ip().is_loopback() && self.management.tls.is_none() {
             return Err(ConfigError::invalid(
                 "management.listen",
-                "must be a loopback address: management is protected by a bearer token",
+                "must be a loopback address unless management.tls (admin client certificates) is set",
             ));
         }
         let mut s = GatewaySettings::default();
@@ -468,6 +488,8 @@ impl GatewayConfig {
             rate_limit_as_503: self.remote_write.rate_limit_as_503,
             local_retry_after: Some(Duration::from_secs(1)),
         };
+        s.management_tls = self.management.tls.as_ref().map(super::readers::ManagementTlsConfig::settings);
+        super::readers::apply(&mut s, &self.query, &self.readers, &self.upstream)?;
         // every value check lives in the library, for the daemon and embedders alike
         s.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
         let store = self.store.clone().unwrap_or_else(|| {

@@ -44,6 +44,7 @@ pub fn gateway_config(certs: &Certs, upstream_url: &str) -> GatewayConfig {
     c.http.listen = "127.0.0.1:0".into();
     c.grpc.tls = Some(files(&certs.gateway));
     c.management.listen = "127.0.0.1:0".into();
+    c.query.listen = "127.0.0.1:0".into();
     c.data_dir = certs.dir.path().join("gateway");
     c.upstream.url = upstream_url.into();
     c.upstream.timeout = PromDuration::from_secs(2);
@@ -67,6 +68,7 @@ pub struct RunningGateway {
     pub grpc_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
     pub management_addr: std::net::SocketAddr,
+    pub query_addr: std::net::SocketAddr,
     pub admin_token: String,
     pub ca_path: std::path::PathBuf,
     pub gateway: Gateway,
@@ -88,6 +90,7 @@ pub async fn start_gateway(settings: GatewaySettings, store: Arc<dyn Store>) -> 
         grpc_addr: a.grpc,
         http_addr: a.http,
         management_addr: a.management,
+        query_addr: a.query,
         admin_token: gateway.admin_token().unwrap().to_owned(),
         ca_path: gateway.ca_path(),
         gateway,
@@ -206,6 +209,7 @@ impl Daemon {
             format!("--upstream-url={upstream_url}"),
             format!("--data-dir={}", certs.dir.path().join(format!("gateway-{grpc_port}")).display()),
             "--management-listen=127.0.0.1:0".into(),
+            "--query-listen=127.0.0.1:0".into(),
         ];
         Self::spawn(env!("CARGO_BIN_EXE_opni-metrics-gateway"), args, format!("http://127.0.0.1:{http_port}/readyz"))
             .await
