@@ -172,21 +172,31 @@ impl CortexUpstream {
         self.lock().rules.get(tenant).cloned().unwrap_or_default()
     }
 
-    fn tenant_of(&self, h: &HeaderMap) -> Result<Vec<String>, Response> {
+    fn tenant_of(&self, h: &HeaderMap) -> Result<Vec<String>, (StatusCode, &'static str)> {
         let ids = org_ids(h);
         match ids.as_slice() {
-            [] => Err(text(StatusCode::UNAUTHORIZED, "no org id")),
+            [] => Err((StatusCode::UNAUTHORIZED, "no org id")),
             [one] => Ok(one.split('|').map(str::to_owned).collect()),
-            _ => Err(text(StatusCode::BAD_REQUEST, "multiple org id headers")),
+            _ => Err((StatusCode::BAD_REQUEST, "multiple org id headers")),
         }
     }
 
-    async fn proxy(&self, method: Method, url: String, ct: Option<String>, body: Bytes) -> Result<(u16, Bytes), String> {
+    async fn proxy(
+        &self,
+        method: Method,
+        url: String,
+        ct: Option<String>,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
         let mut b = http::Request::builder().method(method).uri(url);
         if let Some(ct) = ct {
             b = b.header("content-type", ct);
         }
-        let resp = self.client.request(b.body(Full::new(body)).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .request(b.body(Full::new(body)).map_err(|e| e.to_string())?)
+            .await
+            .map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, body))
@@ -220,13 +230,15 @@ async fn record(
 async fn push(State(up): State<CortexUpstream>, headers: HeaderMap, body: Bytes) -> Response {
     let tenants = match up.tenant_of(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let [tenant] = tenants.as_slice() else {
         return text(StatusCode::BAD_REQUEST, "push takes exactly one tenant");
     };
-    if let Some(decoded) =
-        snap::raw::Decoder::new().decompress_vec(&body).ok().and_then(|b| crate::rw::WriteRequest::decode(b.as_slice()).ok())
+    if let Some(decoded) = snap::raw::Decoder::new()
+        .decompress_vec(&body)
+        .ok()
+        .and_then(|b| crate::rw::WriteRequest::decode(b.as_slice()).ok())
     {
         let mut i = up.lock();
         let n: usize = decoded.timeseries.iter().map(|t| t.samples.len()).sum();
@@ -267,7 +279,7 @@ async fn query(
 ) -> Response {
     let tenants = match up.tenant_of(&headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let q = q.map(|q| format!("?{q}")).unwrap_or_default();
     let ct = headers.get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -284,7 +296,9 @@ async fn query(
         }
     }
     if rest == "status/buildinfo" {
-        return prom(json!({"status": "success", "data": {"version": "cortex-test-upstream", "revision": "", "branch": "", "goVersion": ""}}));
+        return prom(
+            json!({"status": "success", "data": {"version": "cortex-test-upstream", "revision": "", "branch": "", "goVersion": ""}}),
+        );
     }
     if let [(_, only)] = answers.as_slice()
         && tenants.len() == 1
@@ -359,7 +373,7 @@ fn groups_yaml(groups: &Groups, only: Option<&str>) -> String {
 async fn rules_all(State(up): State<CortexUpstream>, headers: HeaderMap) -> Response {
     let t = match up.tenant_of(&headers) {
         Ok(t) => t.join("|"),
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let g = up.lock().rules.get(&t).cloned().unwrap_or_default();
     if g.is_empty() {
@@ -371,7 +385,7 @@ async fn rules_all(State(up): State<CortexUpstream>, headers: HeaderMap) -> Resp
 async fn rules_ns(State(up): State<CortexUpstream>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
     let t = match up.tenant_of(&headers) {
         Ok(t) => t.join("|"),
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let g = up.lock().rules.get(&t).cloned().unwrap_or_default();
     if !g.contains_key(&ns) {
@@ -380,10 +394,14 @@ async fn rules_ns(State(up): State<CortexUpstream>, Path(ns): Path<String>, head
     yaml(StatusCode::OK, groups_yaml(&g, Some(&ns)))
 }
 
-async fn rules_get(State(up): State<CortexUpstream>, Path((ns, group)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn rules_get(
+    State(up): State<CortexUpstream>,
+    Path((ns, group)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let t = match up.tenant_of(&headers) {
         Ok(t) => t.join("|"),
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let y = up.lock().rules.get(&t).and_then(|g| g.get(&ns)).and_then(|g| g.get(&group)).cloned();
     match y {
@@ -392,10 +410,15 @@ async fn rules_get(State(up): State<CortexUpstream>, Path((ns, group)): Path<(St
     }
 }
 
-async fn rules_load(State(up): State<CortexUpstream>, Path(ns): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn rules_load(
+    State(up): State<CortexUpstream>,
+    Path(ns): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let t = match up.tenant_of(&headers) {
         Ok(t) => t.join("|"),
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let Ok(text_body) = std::str::from_utf8(&body) else { return text(StatusCode::BAD_REQUEST, "not UTF-8") };
     let v: Value = match serde_saphyr::from_str(text_body) {
@@ -407,14 +430,22 @@ async fn rules_load(State(up): State<CortexUpstream>, Path(ns): Path<String>, he
     };
     let y = group_yaml(&name, &v);
     up.lock().rules.entry(t).or_default().entry(ns).or_default().insert(name, y);
-    (StatusCode::ACCEPTED, [("content-type", "application/json")], r#"{"status":"success","data":null,"errorType":"","error":""}"#)
+    (
+        StatusCode::ACCEPTED,
+        [("content-type", "application/json")],
+        r#"{"status":"success","data":null,"errorType":"","error":""}"#,
+    )
         .into_response()
 }
 
-async fn rules_delete(State(up): State<CortexUpstream>, Path((ns, group)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn rules_delete(
+    State(up): State<CortexUpstream>,
+    Path((ns, group)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let t = match up.tenant_of(&headers) {
         Ok(t) => t.join("|"),
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let mut i = up.lock();
     let removed = i.rules.get_mut(&t).and_then(|g| g.get_mut(&ns)).and_then(|g| g.remove(&group));
@@ -430,7 +461,7 @@ async fn rules_delete(State(up): State<CortexUpstream>, Path((ns, group)): Path<
 async fn rules_delete_ns(State(up): State<CortexUpstream>, Path(ns): Path<String>, headers: HeaderMap) -> Response {
     let t = match up.tenant_of(&headers) {
         Ok(t) => t.join("|"),
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     up.lock().rules.entry(t).or_default().remove(&ns);
     (StatusCode::ACCEPTED, r#"{"status":"success"}"#).into_response()
@@ -439,7 +470,7 @@ async fn rules_delete_ns(State(up): State<CortexUpstream>, Path(ns): Path<String
 async fn prom_rules(State(up): State<CortexUpstream>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     let t = match up.tenant_of(&headers) {
         Ok(t) => t.join("|"),
-        Err(r) => return r,
+        Err((status, msg)) => return text(status, msg),
     };
     let want = q.as_deref().and_then(|q| q.split('&').find_map(|p| p.strip_prefix("type=")).map(str::to_owned));
     let g = up.lock().rules.get(&t).cloned().unwrap_or_default();

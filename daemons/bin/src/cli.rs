@@ -1,5 +1,6 @@
-//! The `opni-metrics` command line: bootstrap tokens, clusters, the capability lifecycle and
-//! node configuration, against the gateway's management listener.
+//! The `opni-metrics` command line: bootstrap tokens, clusters, the capability lifecycle,
+//! node configuration, the upstream Cortex, access control and queries, against the gateway's
+//! management listener.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,25 +27,22 @@ use opni_metrics_proto::nodeconfig::v1::{
     GetConfigurationRequest, GetDefaultConfigurationRequest, ResetConfigurationRequest,
     ResetDefaultConfigurationRequest, SetConfigurationRequest, SetDefaultConfigurationRequest,
 };
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
+mod admin;
 mod args;
+mod connect;
 mod cortex;
-pub use args::{CapabilityCmd, Cli, Clusters, Command, CortexCmd, CortexConfigCmd, NodeConfig, Output, Tokens};
-
-pub(crate) type Authed = InterceptedService<Channel, Bearer>;
-
-/// Adds the admin token to every call.
-#[derive(Debug, Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        req.metadata_mut().insert("authorization", self.0.clone());
-        Ok(req)
-    }
-}
+mod keys;
+mod query;
+mod rbac;
+mod series;
+mod when;
+pub use args::{
+    AdminCmd, Bindings, CapabilityCmd, Cli, Clusters, Command, ConfigMode, CortexCmd, CortexConfigCmd, KeysCmd,
+    NodeConfig, Output, QueryArgs, RbacCmd, Roles, RuleType, RulesCmd, Tokens,
+};
+pub(crate) use connect::Authed;
+pub use connect::Bearer;
 
 fn labels(kv: &[String]) -> Result<BTreeMap<String, String>> {
     kv.iter()
@@ -63,7 +61,12 @@ pub(crate) fn duration(field: &str, s: &str) -> Result<Duration> {
 /// Prints `v` as JSON or YAML (`-o json|yaml`).
 pub(crate) fn print_as<T: serde::Serialize>(out: Output, v: &T) -> Result<()> {
     match out {
-        Output::Yaml => print!("{}", serde_saphyr::to_string(v)?),
+        Output::Yaml => {
+            // long one-line strings (API keys, help texts) stay plain scalars, easy to copy
+            let mut options = serde_saphyr::SerializerOptions::default();
+            options.folded_wrap_chars = usize::MAX;
+            print!("{}", serde_saphyr::to_string_with_options(v, options)?);
+        }
         _ => println!("{}", serde_json::to_string_pretty(v)?),
     }
     Ok(())
@@ -89,22 +92,20 @@ pub(crate) fn status_err(s: tonic::Status) -> anyhow::Error {
 /// # Errors
 /// Anything that failed, as one sentence.
 pub async fn run(cli: Cli) -> Result<()> {
-    let token = std::fs::read_to_string(&cli.token_file)
-        .with_context(|| format!("reading the admin token from {} (set --token-file)", cli.token_file.display()))?;
-    let bearer = Bearer(format!("Bearer {}", token.trim()).parse().context("the admin token is not ASCII")?);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cli.address))
-        .context("--address")?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach the gateway's management listener at {}", cli.address))?;
+    let conn = connect::Connector::new(&cli)?;
     let out = cli.output;
     match cli.command {
-        Command::Tokens(t) => tokens(BootstrapClient::with_interceptor(channel, bearer), t, out).await,
-        Command::Clusters(c) => clusters(ClustersClient::with_interceptor(channel, bearer), c, out).await,
-        Command::Capability(c) => capability(CapabilityClient::with_interceptor(channel, bearer), c, out).await,
-        Command::NodeConfig(n) => node_config(NodeConfigurationClient::with_interceptor(channel, bearer), n, out).await,
-        Command::Cortex(c) => cortex::run(CortexOpsClient::with_interceptor(channel, bearer), c, out).await,
+        Command::Query(q) => query::run(&conn, q, out).await,
+        Command::Admin(a) => admin::run(&conn, a, out).await,
+        Command::Rbac(r) => rbac::run(&conn, r, out).await,
+        Command::Keys(k) => keys::run(&conn, k, out).await,
+        Command::Tokens(t) => tokens(conn.client(BootstrapClient::with_interceptor).await?, t, out).await,
+        Command::Clusters(c) => clusters(conn.client(ClustersClient::with_interceptor).await?, c, out).await,
+        Command::Capability(c) => capability(conn.client(CapabilityClient::with_interceptor).await?, c, out).await,
+        Command::NodeConfig(n) => {
+            node_config(conn.client(NodeConfigurationClient::with_interceptor).await?, n, out).await
+        }
+        Command::Cortex(c) => cortex::run(conn.client(CortexOpsClient::with_interceptor).await?, c, out).await,
     }
 }
 

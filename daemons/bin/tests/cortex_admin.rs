@@ -74,7 +74,8 @@ async fn every_rpc_against_cortex_semantics() {
         samples: vec![pb::Sample { timestamp_ms: now, value: 42.0 }],
     };
     admin.write_metrics(pb::WriteRequest { tenant: A.into(), timeseries: vec![series("jobs_done")] }).await.unwrap();
-    let bad = pb::WriteRequest { tenant: A.into(), timeseries: vec![pb::TimeSeries { labels: vec![], samples: vec![] }] };
+    let bad =
+        pb::WriteRequest { tenant: A.into(), timeseries: vec![pb::TimeSeries { labels: vec![], samples: vec![] }] };
     assert_eq!(code(admin.write_metrics(bad).await), Code::InvalidArgument);
     assert_eq!(
         code(admin.write_metrics(pb::WriteRequest { tenant: "nope".into(), timeseries: vec![series("x")] }).await),
@@ -106,34 +107,49 @@ async fn every_rpc_against_cortex_semantics() {
         .await
         .unwrap();
     assert!(String::from_utf8_lossy(&range.get_ref().data).contains("matrix"));
-    let no_step = pb::QueryRangeRequest { tenants: vec![], query: "x".into(), start: Some(ts(0)), end: Some(ts(1)), step: None };
+    let no_step =
+        pb::QueryRangeRequest { tenants: vec![], query: "x".into(), start: Some(ts(0)), end: Some(ts(1)), step: None };
     assert_eq!(code(admin.query_range(no_step).await), Code::InvalidArgument);
     let metrics = admin.get_series_metrics(pb::SeriesRequest { tenant: A.into(), job: "batch".into() }).await.unwrap();
     assert_eq!(metrics.get_ref().items.iter().map(|i| i.series_name.as_str()).collect::<Vec<_>>(), ["jobs_done"]);
     let labels = admin
-        .get_metric_label_sets(pb::LabelRequest { tenant: A.into(), job: "batch".into(), metric_name: "jobs_done".into() })
+        .get_metric_label_sets(pb::LabelRequest {
+            tenant: A.into(),
+            job: "batch".into(),
+            metric_name: "jobs_done".into(),
+        })
         .await
         .unwrap();
     let instance = labels.get_ref().items.iter().find(|l| l.name == "instance").unwrap();
     assert_eq!(instance.values, ["i-1"]);
     // remote write 1.0 carried no metadata for it
-    let meta = admin.get_metric_metadata(pb::MetricMetadataRequest { tenants: vec![A.into()], metric_name: "jobs_done".into() }).await;
+    let meta = admin
+        .get_metric_metadata(pb::MetricMetadataRequest { tenants: vec![A.into()], metric_name: "jobs_done".into() })
+        .await;
     assert_eq!(code(meta), Code::NotFound);
-    let raw = admin.extract_raw_series(pb::MatcherRequest { tenant: A.into(), match_expr: "{job=\"batch\"}".into() }).await.unwrap();
+    let raw = admin
+        .extract_raw_series(pb::MatcherRequest { tenant: A.into(), match_expr: "{job=\"batch\"}".into() })
+        .await
+        .unwrap();
     assert!(String::from_utf8_lossy(&raw.get_ref().data).contains("jobs_done"));
     let stats = admin.all_user_stats(()).await.unwrap();
     assert!(stats.get_ref().items.iter().any(|u| u.user_id == A && u.num_series >= 1), "{stats:?}");
 
     // rules: load, get, list, delete; the synced namespace is out of reach
-    let load = |ns: &str, yaml: &str| pb::LoadRulesRequest { tenant: A.into(), namespace: ns.into(), yaml_content: yaml.as_bytes().to_vec().into() };
+    let load = |ns: &str, yaml: &str| pb::LoadRulesRequest {
+        tenant: A.into(),
+        namespace: ns.into(),
+        yaml_content: yaml.as_bytes().to_vec().into(),
+    };
     admin.load_rules(load("team", GROUP)).await.unwrap();
     assert!(cortex.rules(A)["team"].contains_key("team-alerts"));
-    let got = admin.get_rule(pb::GetRuleRequest { tenant: A.into(), namespace: "team".into(), group_name: "team-alerts".into() }).await.unwrap();
-    assert!(String::from_utf8_lossy(&got.get_ref().data).contains("job:up:sum"));
-    let listed = admin
-        .list_rules(pb::ListRulesRequest { rule_type: "alert".into(), ..Default::default() })
+    let got = admin
+        .get_rule(pb::GetRuleRequest { tenant: A.into(), namespace: "team".into(), group_name: "team-alerts".into() })
         .await
         .unwrap();
+    assert!(String::from_utf8_lossy(&got.get_ref().data).contains("job:up:sum"));
+    let listed =
+        admin.list_rules(pb::ListRulesRequest { rule_type: "alert".into(), ..Default::default() }).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&listed.get_ref().data).unwrap();
     let groups = v["data"]["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 1, "{v}");
@@ -149,37 +165,63 @@ async fn every_rpc_against_cortex_semantics() {
     let del = pb::DeleteRuleRequest { tenant: A.into(), namespace: "team".into(), group_name: "team-alerts".into() };
     admin.delete_rule(del.clone()).await.unwrap();
     assert_eq!(code(admin.delete_rule(del).await), Code::NotFound);
-    let gone = admin.get_rule(pb::GetRuleRequest { tenant: A.into(), namespace: "team".into(), group_name: "team-alerts".into() }).await;
+    let gone = admin
+        .get_rule(pb::GetRuleRequest { tenant: A.into(), namespace: "team".into(), group_name: "team-alerts".into() })
+        .await;
     assert_eq!(code(gone), Code::NotFound);
 
     // Cortex itself
     let status = admin.get_cortex_status(()).await.unwrap().into_inner();
     let names: Vec<&str> = status.components.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["cortex", "distributor", "ingester", "ruler", "memberlist"], "compactor and store-gateway do not run");
+    assert_eq!(
+        names,
+        ["cortex", "distributor", "ingester", "ruler", "memberlist"],
+        "compactor and store-gateway do not run"
+    );
     assert!(status.components.iter().all(|c| c.ready), "{status:?}");
-    let config = admin.get_cortex_config(pb::ConfigRequest { config_modes: vec!["diff".into(), "defaults".into()] }).await.unwrap();
+    let config = admin
+        .get_cortex_config(pb::ConfigRequest { config_modes: vec!["diff".into(), "defaults".into()] })
+        .await
+        .unwrap();
     assert_eq!(config.get_ref().config_yaml.len(), 2);
     assert!(config.get_ref().config_yaml[1].contains("http_listen_port: 80"));
-    assert_eq!(code(admin.get_cortex_config(pb::ConfigRequest { config_modes: vec!["all".into()] }).await), Code::InvalidArgument);
+    assert_eq!(
+        code(admin.get_cortex_config(pb::ConfigRequest { config_modes: vec!["all".into()] }).await),
+        Code::InvalidArgument
+    );
     admin.flush_blocks(()).await.unwrap();
     assert_eq!(cortex.flushes(), 1, "the one active ingester was flushed");
 
     // upstream failures map to codes a client can act on
     cortex.fail_with(Some(503));
-    assert_eq!(code(admin.query(pb::QueryRequest { tenants: vec![], query: "up".into(), time: None }).await), Code::Unavailable);
+    assert_eq!(
+        code(admin.query(pb::QueryRequest { tenants: vec![], query: "up".into(), time: None }).await),
+        Code::Unavailable
+    );
     cortex.fail_with(Some(400));
-    assert_eq!(code(admin.query(pb::QueryRequest { tenants: vec![], query: "up".into(), time: None }).await), Code::InvalidArgument);
+    assert_eq!(
+        code(admin.query(pb::QueryRequest { tenants: vec![], query: "up".into(), time: None }).await),
+        Code::InvalidArgument
+    );
     cortex.fail_with(None);
 
     // a reader bound to A: its tenants only, never cluster-wide calls
     let mut rb = RbacClient::with_interceptor(
-        tonic::transport::Endpoint::from_shared(format!("http://{}", gw.management_addr)).unwrap().connect().await.unwrap(),
+        tonic::transport::Endpoint::from_shared(format!("http://{}", gw.management_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
         Auth(Some(gw.admin_token.clone())),
     );
     rb.create_role(rbac::Role { name: "a".into(), cluster_ids: vec![A.into()], selector: None }).await.unwrap();
-    rb.create_role_binding(rbac::RoleBinding { name: "r".into(), role: "a".into(), subjects: vec!["user:reader".into()] })
-        .await
-        .unwrap();
+    rb.create_role_binding(rbac::RoleBinding {
+        name: "r".into(),
+        role: "a".into(),
+        subjects: vec!["user:reader".into()],
+    })
+    .await
+    .unwrap();
     let key = rb
         .create_api_key(rbac::CreateApiKeyRequest { name: "reader".into(), subject: "reader".into(), groups: vec![] })
         .await
@@ -191,17 +233,38 @@ async fn every_rpc_against_cortex_semantics() {
     reader.query(pb::QueryRequest { tenants: vec![], query: "up".into(), time: None }).await.unwrap();
     let seen = cortex.seen_at("/prometheus/api/v1/query");
     assert_eq!(seen[before..].iter().map(|s| s.org_ids.clone()).collect::<Vec<_>>(), vec![vec![A.to_owned()]]);
-    assert_eq!(code(reader.query(pb::QueryRequest { tenants: vec![B.into()], query: "up".into(), time: None }).await), Code::PermissionDenied);
-    assert_eq!(code(reader.query(pb::QueryRequest { tenants: vec![format!("{A}|{B}")], query: "up".into(), time: None }).await), Code::InvalidArgument);
-    assert_eq!(code(reader.get_rule(pb::GetRuleRequest { tenant: B.into(), namespace: "x".into(), group_name: "y".into() }).await), Code::PermissionDenied);
+    assert_eq!(
+        code(reader.query(pb::QueryRequest { tenants: vec![B.into()], query: "up".into(), time: None }).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(
+            reader.query(pb::QueryRequest { tenants: vec![format!("{A}|{B}")], query: "up".into(), time: None }).await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            reader
+                .get_rule(pb::GetRuleRequest { tenant: B.into(), namespace: "x".into(), group_name: "y".into() })
+                .await
+        ),
+        Code::PermissionDenied
+    );
     assert_eq!(code(reader.get_cortex_status(()).await), Code::PermissionDenied);
     assert_eq!(code(reader.flush_blocks(()).await), Code::PermissionDenied);
-    assert_eq!(code(reader.write_metrics(pb::WriteRequest { tenant: A.into(), timeseries: vec![series("x")] }).await), Code::PermissionDenied);
+    assert_eq!(
+        code(reader.write_metrics(pb::WriteRequest { tenant: A.into(), timeseries: vec![series("x")] }).await),
+        Code::PermissionDenied
+    );
     let stats = reader.all_user_stats(()).await.unwrap();
     assert!(stats.get_ref().items.iter().all(|u| u.user_id == A));
     // no credential at all
     let mut anonymous = client(gw.management_addr, None).await;
-    assert_eq!(code(anonymous.query(pb::QueryRequest { tenants: vec![], query: "up".into(), time: None }).await), Code::Unauthenticated);
+    assert_eq!(
+        code(anonymous.query(pb::QueryRequest { tenants: vec![], query: "up".into(), time: None }).await),
+        Code::Unauthenticated
+    );
     assert_eq!(cortex.flushes(), 1, "refused calls reached nothing");
 
     gw.shutdown().await;

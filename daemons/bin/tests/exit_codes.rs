@@ -33,7 +33,12 @@ fn a_port_in_use_exits_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let o = gateway(
-        &[&format!("--http-listen=127.0.0.1:{port}"), "--grpc-listen=127.0.0.1:0", "--management-listen=127.0.0.1:0", "--query-listen=127.0.0.1:0"],
+        &[
+            &format!("--http-listen=127.0.0.1:{port}"),
+            "--grpc-listen=127.0.0.1:0",
+            "--management-listen=127.0.0.1:0",
+            "--query-listen=127.0.0.1:0",
+        ],
         dir.path(),
     );
     assert_eq!(o.status.code(), Some(1), "{o:?}");

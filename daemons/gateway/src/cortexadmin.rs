@@ -73,7 +73,8 @@ impl CortexAdminService {
                 Status::unavailable(opni_metrics_core::error_chain(&e))
             }
         })?;
-        let tenants = self.readers.tenants(&p).await.map_err(|e| Status::unavailable(opni_metrics_core::error_chain(&e)))?;
+        let tenants =
+            self.readers.tenants(&p).await.map_err(|e| Status::unavailable(opni_metrics_core::error_chain(&e)))?;
         Ok((p, tenants))
     }
 
@@ -119,9 +120,10 @@ impl CortexAdminService {
         }
         let req = b.body(Full::new(body)).map_err(|e| Status::invalid_argument(format!("request: {e}")))?;
         let work = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                Status::unavailable(format!("upstream {url}: {}", opni_metrics_core::error_chain(&e)))
-            })?;
+            let resp =
+                self.client.request(req).await.map_err(|e| {
+                    Status::unavailable(format!("upstream {url}: {}", opni_metrics_core::error_chain(&e)))
+                })?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
@@ -152,7 +154,9 @@ impl CortexAdminService {
 fn pick(allowed: &BTreeSet<ClusterId>, named: &[String]) -> Result<Vec<ClusterId>, Status> {
     if named.is_empty() {
         if allowed.is_empty() {
-            return Err(Status::permission_denied("the caller may read no cluster: no role binding grants it one"));
+            return Err(Status::permission_denied(
+                "no tenant to read: no role binding grants the caller a registered cluster, or none is registered",
+            ));
         }
         return Ok(allowed.iter().cloned().collect());
     }
@@ -318,9 +322,8 @@ fn write_body(series: Vec<pb::TimeSeries>) -> Result<Bytes, Status> {
         out.push(prompb::TimeSeries { labels, samples });
     }
     let raw = prompb::WriteRequest { timeseries: out }.encode_to_vec();
-    let compressed = snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .map_err(|e| Status::internal(format!("snappy: {e}")))?;
+    let compressed =
+        snap::raw::Encoder::new().compress_vec(&raw).map_err(|e| Status::internal(format!("snappy: {e}")))?;
     Ok(Bytes::from(compressed))
 }
 
@@ -411,10 +414,13 @@ impl CortexAdmin for CortexAdminService {
         let url = format!("{}/api/v1/query", self.apis.query);
         let body = Bytes::from(form(&pairs));
         let data = self.call(Method::POST, &url, &tenants, Some(("application/x-www-form-urlencoded", body))).await?;
-        Ok(Response::new(pb::QueryResponse { data: data }))
+        Ok(Response::new(pb::QueryResponse { data }))
     }
 
-    async fn query_range(&self, req: GrpcRequest<pb::QueryRangeRequest>) -> Result<Response<pb::QueryResponse>, Status> {
+    async fn query_range(
+        &self,
+        req: GrpcRequest<pb::QueryRangeRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
         let tenants = self.tenants(&req, &req.get_ref().tenants).await?;
         let r = req.get_ref();
         if r.query.is_empty() {
@@ -433,19 +439,28 @@ impl CortexAdmin for CortexAdminService {
         let body = Bytes::from(form(&[("query", &r.query), ("start", &start), ("end", &end), ("step", &step)]));
         let url = format!("{}/api/v1/query_range", self.apis.query);
         let data = self.call(Method::POST, &url, &tenants, Some(("application/x-www-form-urlencoded", body))).await?;
-        Ok(Response::new(pb::QueryResponse { data: data }))
+        Ok(Response::new(pb::QueryResponse { data }))
     }
 
-    async fn get_series_metrics(&self, req: GrpcRequest<pb::SeriesRequest>) -> Result<Response<pb::SeriesInfoList>, Status> {
+    async fn get_series_metrics(
+        &self,
+        req: GrpcRequest<pb::SeriesRequest>,
+    ) -> Result<Response<pb::SeriesInfoList>, Status> {
         let tenant = self.tenant(&req, &req.get_ref().tenant).await?;
         let job = &req.get_ref().job;
         if job.is_empty() {
             return Err(Status::invalid_argument("job: missing"));
         }
         let t = [tenant];
-        let series = self.prom_data(&format!("series?{}", form(&[("match[]", &format!("{{job={}}}", quote(job)))])), &t).await?;
-        let names: BTreeSet<String> =
-            series.as_array().into_iter().flatten().map(|s| str_of(s, "__name__").to_owned()).filter(|n| !n.is_empty()).collect();
+        let series =
+            self.prom_data(&format!("series?{}", form(&[("match[]", &format!("{{job={}}}", quote(job)))])), &t).await?;
+        let names: BTreeSet<String> = series
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| str_of(s, "__name__").to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
         let meta = self.prom_data("metadata", &t).await?;
         let items = names
             .into_iter()
@@ -454,7 +469,10 @@ impl CortexAdmin for CortexAdminService {
         Ok(Response::new(pb::SeriesInfoList { items }))
     }
 
-    async fn get_metric_label_sets(&self, req: GrpcRequest<pb::LabelRequest>) -> Result<Response<pb::MetricLabels>, Status> {
+    async fn get_metric_label_sets(
+        &self,
+        req: GrpcRequest<pb::LabelRequest>,
+    ) -> Result<Response<pb::MetricLabels>, Status> {
         let tenant = self.tenant(&req, &req.get_ref().tenant).await?;
         let r = req.get_ref();
         if r.metric_name.is_empty() {
@@ -464,7 +482,8 @@ impl CortexAdmin for CortexAdminService {
         if !r.job.is_empty() {
             sel.push_str(&format!(",job={}", quote(&r.job)));
         }
-        let series = self.prom_data(&format!("series?{}", form(&[("match[]", &format!("{{{sel}}}"))])), &[tenant]).await?;
+        let series =
+            self.prom_data(&format!("series?{}", form(&[("match[]", &format!("{{{sel}}}"))])), &[tenant]).await?;
         let mut sets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for s in series.as_array().into_iter().flatten() {
             for (k, v) in s.as_object().into_iter().flatten() {
@@ -475,7 +494,10 @@ impl CortexAdmin for CortexAdminService {
                 }
             }
         }
-        let items = sets.into_iter().map(|(name, values)| pb::LabelSet { name, values: values.into_iter().collect() }).collect();
+        let items = sets
+            .into_iter()
+            .map(|(name, values)| pb::LabelSet { name, values: values.into_iter().collect() })
+            .collect();
         Ok(Response::new(pb::MetricLabels { items }))
     }
 
@@ -553,7 +575,7 @@ impl CortexAdmin for CortexAdminService {
         group_name(&r.group_name)?;
         let url = format!("{}/api/v1/rules/{}/{}", self.apis.ruler, segment(&r.namespace), segment(&r.group_name));
         let data = self.call(Method::GET, &url, &[tenant], None).await?;
-        Ok(Response::new(pb::RawResponse { data: data }))
+        Ok(Response::new(pb::RawResponse { data }))
     }
 
     async fn load_rules(&self, req: GrpcRequest<pb::LoadRulesRequest>) -> Result<Response<()>, Status> {
@@ -562,7 +584,7 @@ impl CortexAdmin for CortexAdminService {
         namespace(&r.namespace, true)?;
         check_rule_group(&r.yaml_content)?;
         let url = format!("{}/api/v1/rules/{}", self.apis.ruler, segment(&r.namespace));
-        self.call(Method::POST, &url, &[tenant], Some(("application/yaml", Bytes::from(r.yaml_content)))).await?;
+        self.call(Method::POST, &url, &[tenant], Some(("application/yaml", r.yaml_content))).await?;
         Ok(Response::new(()))
     }
 
@@ -581,8 +603,15 @@ impl CortexAdmin for CortexAdminService {
         let mut components = Vec::new();
         let ready_url = format!("{}/ready", self.apis.admin);
         components.push(match self.call(Method::GET, &ready_url, &[], None).await {
-            Ok(_) => pb::ComponentStatus { name: "cortex".into(), ready: true, message: String::new(), ring: Bytes::new() },
-            Err(e) => pb::ComponentStatus { name: "cortex".into(), ready: false, message: e.message().to_owned(), ring: Bytes::new() },
+            Ok(_) => {
+                pb::ComponentStatus { name: "cortex".into(), ready: true, message: String::new(), ring: Bytes::new() }
+            }
+            Err(e) => pb::ComponentStatus {
+                name: "cortex".into(),
+                ready: false,
+                message: e.message().to_owned(),
+                ring: Bytes::new(),
+            },
         });
         for c in RING_COMPONENTS {
             let url = format!("{}/{c}/ring", self.apis.admin);
@@ -596,7 +625,8 @@ impl CortexAdmin for CortexAdminService {
                         .map(|s| format!("{} is {}", str_of(s, "id"), str_of(s, "state")))
                         .collect();
                     let ready = !shards.is_empty() && inactive.is_empty();
-                    let message = if shards.is_empty() { "the ring has no members".into() } else { inactive.join("; ") };
+                    let message =
+                        if shards.is_empty() { "the ring has no members".into() } else { inactive.join("; ") };
                     components.push(pb::ComponentStatus { name: (*c).into(), ready, message, ring: body });
                 }
                 // a component that does not run here (or has no ring in this deployment)
@@ -611,23 +641,44 @@ impl CortexAdmin for CortexAdminService {
         }
         let url = format!("{}/memberlist", self.apis.admin);
         match self.call(Method::GET, &url, &[], None).await {
-            Ok(body) => components.push(pb::ComponentStatus { name: "memberlist".into(), ready: true, message: String::new(), ring: body }),
+            Ok(body) => components.push(pb::ComponentStatus {
+                name: "memberlist".into(),
+                ready: true,
+                message: String::new(),
+                ring: body,
+            }),
             Err(e) if e.code() == tonic::Code::NotFound => {}
-            Err(e) => components.push(pb::ComponentStatus { name: "memberlist".into(), ready: false, message: e.message().to_owned(), ring: Bytes::new() }),
+            Err(e) => components.push(pb::ComponentStatus {
+                name: "memberlist".into(),
+                ready: false,
+                message: e.message().to_owned(),
+                ring: Bytes::new(),
+            }),
         }
         let now = opni_metrics_proto::convert::wire_timestamp(crate::state::now());
         Ok(Response::new(pb::CortexStatus { timestamp: Some(now), components }))
     }
 
-    async fn get_cortex_config(&self, req: GrpcRequest<pb::ConfigRequest>) -> Result<Response<pb::ConfigResponse>, Status> {
+    async fn get_cortex_config(
+        &self,
+        req: GrpcRequest<pb::ConfigRequest>,
+    ) -> Result<Response<pb::ConfigResponse>, Status> {
         self.admin(&req, "GetCortexConfig").await?;
-        let modes = if req.get_ref().config_modes.is_empty() { vec![String::new()] } else { req.get_ref().config_modes.clone() };
+        let modes = if req.get_ref().config_modes.is_empty() {
+            vec![String::new()]
+        } else {
+            req.get_ref().config_modes.clone()
+        };
         let mut config_yaml = Vec::with_capacity(modes.len());
         for m in modes {
             let q = match m.as_str() {
                 "" | "values" => String::new(),
                 "diff" | "defaults" => format!("?mode={m}"),
-                other => return Err(Status::invalid_argument(format!("config_modes: {other:?}; use values, diff or defaults"))),
+                other => {
+                    return Err(Status::invalid_argument(format!(
+                        "config_modes: {other:?}; use values, diff or defaults"
+                    )));
+                }
             };
             let url = format!("{}/config{q}", self.apis.admin);
             let b = self.call(Method::GET, &url, &[], None).await?;
@@ -641,7 +692,11 @@ impl CortexAdmin for CortexAdminService {
         let ring = self.get_json(&format!("{}/ingester/ring", self.apis.admin), &[]).await?;
         let admin: http::Uri = self.apis.admin.parse().map_err(|_| Status::internal("admin URL"))?;
         let scheme = admin.scheme_str().unwrap_or("http");
-        let port = self.apis.ingester_http_port.or_else(|| admin.port_u16()).unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let port = self.apis.ingester_http_port.or_else(|| admin.port_u16()).unwrap_or(if scheme == "https" {
+            443
+        } else {
+            80
+        });
         let active: Vec<String> = ring
             .get("shards")
             .and_then(Value::as_array)
@@ -663,11 +718,19 @@ impl CortexAdmin for CortexAdminService {
         if failed.is_empty() {
             Ok(Response::new(()))
         } else {
-            Err(Status::unavailable(format!("flush failed on {} of {} ingesters: {}", failed.len(), active.len(), failed.join("; "))))
+            Err(Status::unavailable(format!(
+                "flush failed on {} of {} ingesters: {}",
+                failed.len(),
+                active.len(),
+                failed.join("; ")
+            )))
         }
     }
 
-    async fn extract_raw_series(&self, req: GrpcRequest<pb::MatcherRequest>) -> Result<Response<pb::RawResponse>, Status> {
+    async fn extract_raw_series(
+        &self,
+        req: GrpcRequest<pb::MatcherRequest>,
+    ) -> Result<Response<pb::RawResponse>, Status> {
         let tenant = self.tenant(&req, &req.get_ref().tenant).await?;
         let m = &req.get_ref().match_expr;
         if m.is_empty() {
@@ -675,7 +738,7 @@ impl CortexAdmin for CortexAdminService {
         }
         let url = format!("{}/api/v1/series?{}", self.apis.query, form(&[("match[]", m)]));
         let data = self.call(Method::GET, &url, &[tenant], None).await?;
-        Ok(Response::new(pb::RawResponse { data: data }))
+        Ok(Response::new(pb::RawResponse { data }))
     }
 }
 

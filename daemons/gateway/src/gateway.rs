@@ -36,22 +36,22 @@ use crate::clusters::ClustersService;
 use crate::cortexadmin::CortexAdminService;
 use crate::cortexops::CortexOpsService;
 use crate::forward::HttpClient;
-use crate::query::QueryProxy;
-use crate::rbac::RbacService;
-use crate::readers::Readers;
-use crate::settings::ListenerTls;
-use opni_metrics_proto::cortexadmin::v1::cortex_admin_server::CortexAdminServer;
-use opni_metrics_proto::rbac::v1::rbac_server::RbacServer;
 use crate::forward::{ForwardService, Forwarder, UpstreamError, stack};
 use crate::metrics::GatewayMetrics;
 use crate::nodeconfig::NodeConfigService;
+use crate::query::QueryProxy;
+use crate::rbac::RbacService;
+use crate::readers::Readers;
 use crate::remote_write::RemoteWriteService;
+use crate::settings::ListenerTls;
 use crate::settings::{GatewaySettings, Listen};
 use crate::state::{State, StateError};
 use crate::sync::{Hub, NodeSyncService, StatusCache, os_seed, watch_store};
 use crate::uninstall::Uninstaller;
 use crate::upstream::UpstreamWatch;
+use opni_metrics_proto::cortexadmin::v1::cortex_admin_server::CortexAdminServer;
 use opni_metrics_proto::cortexops::v1::cortex_ops_server::CortexOpsServer;
+use opni_metrics_proto::rbac::v1::rbac_server::RbacServer;
 
 /// Why a gateway could not be built or start serving.
 #[derive(Debug, thiserror::Error)]

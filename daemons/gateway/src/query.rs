@@ -51,7 +51,8 @@ const ENDPOINTS: &[(&str, bool)] = &[
 ];
 
 /// Request headers passed to the upstream.
-const REQUEST_HEADERS: &[HeaderName] = &[header::ACCEPT, header::ACCEPT_ENCODING, header::CONTENT_TYPE, header::USER_AGENT];
+const REQUEST_HEADERS: &[HeaderName] =
+    &[header::ACCEPT, header::ACCEPT_ENCODING, header::CONTENT_TYPE, header::USER_AGENT];
 /// Response headers passed back.
 const RESPONSE_HEADERS: &[HeaderName] = &[
     header::CONTENT_TYPE,
@@ -192,7 +193,10 @@ impl QueryProxy {
                 Err(e) => {
                     let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
                     let (status, msg) = if too_large {
-                        (StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {} bytes", s.settings.max_request_bytes))
+                        (
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("body larger than {} bytes", s.settings.max_request_bytes),
+                        )
                     } else {
                         (StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
                     };
@@ -217,18 +221,27 @@ impl QueryProxy {
         up.headers_mut().insert(s.tenant_header.clone(), org);
         let deadline = Instant::now() + s.settings.timeout;
         let resp = match tokio::time::timeout_at(deadline, s.client.request(up)).await {
-            Err(_) => return (error(StatusCode::GATEWAY_TIMEOUT, "timeout", "the upstream did not answer in time"), None),
+            Err(_) => {
+                return (error(StatusCode::GATEWAY_TIMEOUT, "timeout", "the upstream did not answer in time"), None);
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %opni_metrics_core::error_chain(&e), "query upstream failed");
-                return (error(StatusCode::BAD_GATEWAY, "unavailable", "the upstream query frontend is unreachable"), None);
+                return (
+                    error(StatusCode::BAD_GATEWAY, "unavailable", "the upstream query frontend is unreachable"),
+                    None,
+                );
             }
             Ok(Ok(r)) => r,
         };
         let at = Instant::now();
         let (parts, body) = resp.into_parts();
         let mut out = Response::new(
-            Capped { inner: body, remaining: s.settings.max_response_bytes, deadline: Box::pin(tokio::time::sleep_until(deadline)) }
-                .boxed_unsync(),
+            Capped {
+                inner: body,
+                remaining: s.settings.max_response_bytes,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            }
+            .boxed_unsync(),
         );
         *out.status_mut() = parts.status;
         for h in RESPONSE_HEADERS {

@@ -68,7 +68,8 @@ impl Rbac for RbacService {
     async fn get_role_binding(&self, req: Request<pb::Reference>) -> Result<Response<pb::RoleBinding>, Status> {
         let n = name(req.get_ref())?;
         let b = self.state.role_binding(n).await.map_err(status)?;
-        b.map(|b| Response::new(b.into())).ok_or_else(|| Status::not_found(format!("role binding {n:?} does not exist")))
+        b.map(|b| Response::new(b.into()))
+            .ok_or_else(|| Status::not_found(format!("role binding {n:?} does not exist")))
     }
 
     async fn list_role_bindings(&self, _: Request<()>) -> Result<Response<pb::RoleBindingList>, Status> {
@@ -83,7 +84,10 @@ impl Rbac for RbacService {
         Ok(Response::new(()))
     }
 
-    async fn create_api_key(&self, req: Request<pb::CreateApiKeyRequest>) -> Result<Response<pb::CreatedApiKey>, Status> {
+    async fn create_api_key(
+        &self,
+        req: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreatedApiKey>, Status> {
         let r = req.into_inner();
         let subject = (!r.subject.is_empty()).then_some(r.subject.as_str());
         let (record, key) = ApiKeyRecord::create(

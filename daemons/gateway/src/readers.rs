@@ -161,7 +161,8 @@ impl Readers {
     pub async fn principal<T>(&self, req: &tonic::Request<T>) -> Result<Principal, ReaderError> {
         let mut probe = tonic::Request::new(());
         *probe.metadata_mut() = req.metadata().clone();
-        for ext in [req.extensions().get::<opni_metrics_transport::grpc::PeerIdentity>().cloned()].into_iter().flatten() {
+        for ext in [req.extensions().get::<opni_metrics_transport::grpc::PeerIdentity>().cloned()].into_iter().flatten()
+        {
             probe.extensions_mut().insert(ext);
         }
         if let Some(info) = req.extensions().get::<tonic::transport::server::TcpConnectInfo>() {
@@ -235,12 +236,11 @@ impl Oidc {
             .clone()
             .or_else(|| settings.issuer.parse().ok())
             .unwrap_or_else(|| http::Uri::from_static("https://invalid"));
-        let mut up = UpstreamSettings::default();
-        up.url = url;
-        up.ca = settings.ca.clone();
-        up.timeout = Duration::from_secs(10);
+        let up =
+            UpstreamSettings { url, ca: settings.ca.clone(), timeout: Duration::from_secs(10), ..Default::default() };
         let client = upstream_client(&up)?;
-        let keys = RwLock::new(CachedKeys { by_kid: HashMap::new(), without_kid: Vec::new(), fetched: None, attempted: None });
+        let keys =
+            RwLock::new(CachedKeys { by_kid: HashMap::new(), without_kid: Vec::new(), fetched: None, attempted: None });
         Ok(Self { settings, client, keys, fetching: Mutex::new(()) })
     }
 
@@ -272,7 +272,10 @@ impl Oidc {
         }
         let discovery = format!("{}/.well-known/openid-configuration", self.settings.issuer.trim_end_matches('/'));
         let doc = self.get_json(&discovery).await?;
-        doc.get("jwks_uri").and_then(Value::as_str).map(str::to_owned).ok_or_else(|| format!("{discovery}: no jwks_uri"))
+        doc.get("jwks_uri")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{discovery}: no jwks_uri"))
     }
 
     /// Fetches the key set (one fetch at a time; a caller that waited for another's fetch
@@ -335,7 +338,8 @@ impl Oidc {
     }
 
     async fn verify(&self, token: &str) -> Result<Caller, ReaderError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| ReaderError::Malformed(format!("JWT header: {e}")))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| ReaderError::Malformed(format!("JWT header: {e}")))?;
         if !ACCEPTED.contains(&header.alg) {
             return Err(ReaderError::Token(format!("signature algorithm {:?} is not accepted", header.alg)));
         }
@@ -386,11 +390,10 @@ impl Oidc {
     }
 
     fn caller(&self, claims: &serde_json::Map<String, Value>) -> Result<Caller, ReaderError> {
-        let subject = claims
-            .get(&self.settings.subject_claim)
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ReaderError::Token(format!("claim {} is missing or not a string", self.settings.subject_claim)))?;
+        let subject =
+            claims.get(&self.settings.subject_claim).and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or_else(
+                || ReaderError::Token(format!("claim {} is missing or not a string", self.settings.subject_claim)),
+            )?;
         let groups: BTreeSet<String> = match claims.get(&self.settings.groups_claim) {
             Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
             Some(Value::String(s)) => BTreeSet::from([s.clone()]),

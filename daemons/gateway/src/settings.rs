@@ -395,7 +395,10 @@ impl GatewaySettings {
         }
         if let Some(o) = &self.readers.oidc {
             if !(o.issuer.starts_with("https://") || o.issuer.starts_with("http://")) {
-                return Err(invalid("readers.oidc.issuer", "must be an http(s) URL, exactly as tokens carry it in iss"));
+                return Err(invalid(
+                    "readers.oidc.issuer",
+                    "must be an http(s) URL, exactly as tokens carry it in iss",
+                ));
             }
             if o.audience.is_empty() {
                 return Err(invalid("readers.oidc.audience", "must name the audience (client id) tokens carry"));

@@ -100,8 +100,10 @@ async fn load(url: String, auth: Option<String>, clients: usize, duration: Durat
 fn main() {
     let args = Args::parse();
     let tick = clock_ticks();
-    let gw_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("qbgw").enable_all().build().unwrap();
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("qbcl").enable_all().build().unwrap();
+    let gw_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("qbgw").enable_all().build().unwrap();
+    let client_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("qbcl").enable_all().build().unwrap();
 
     let receiver = client_rt.block_on(Prometheus::receiver()).unwrap();
     let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -111,7 +113,12 @@ fn main() {
             let ts = now_ms - step * 15_000;
             for first in (0..args.series).step_by(500) {
                 let n = (args.series - first).min(500);
-                let body = opni_metrics_tests::rw::encode(&opni_metrics_tests::rw::request(first as u64, n, ts, "bench_metric"));
+                let body = opni_metrics_tests::rw::encode(&opni_metrics_tests::rw::request(
+                    first as u64,
+                    n,
+                    ts,
+                    "bench_metric",
+                ));
                 let r = opni_metrics_tests::http::push(&receiver.write_url(), body).await.unwrap();
                 assert!(r.status.is_success(), "{r:?}");
             }
@@ -150,7 +157,10 @@ fn main() {
         prom_pid,
         receiver.url()
     );
-    println!("{:<8} {:<6} {:>3} {:>9} {:>9} {:>9} {:>10} {:>12} {:>12}", "scenario", "query", "C", "q/s", "p50 ms", "p99 ms", "KiB/q", "gw CPU µs/q", "prom CPU µs/q");
+    println!(
+        "{:<8} {:<6} {:>3} {:>9} {:>9} {:>9} {:>10} {:>12} {:>12}",
+        "scenario", "query", "C", "q/s", "p50 ms", "p99 ms", "KiB/q", "gw CPU µs/q", "prom CPU µs/q"
+    );
     for &clients in &args.clients {
         for (qname, q) in [("small", "count(bench_metric)"), ("large", "bench_metric")] {
             let enc = opni_metrics_tests::prometheus::urlencode(q);
@@ -158,7 +168,10 @@ fn main() {
             for scenario in ["direct", "proxied"] {
                 let (url, auth) = match scenario {
                     "direct" => (format!("{}/api/v1/query?query={enc}", receiver.url()), None),
-                    _ => (format!("http://{query_addr}/prometheus/api/v1/query?query={enc}"), Some(format!("Bearer {key}"))),
+                    _ => (
+                        format!("http://{query_addr}/prometheus/api/v1/query?query={enc}"),
+                        Some(format!("Bearer {key}")),
+                    ),
                 };
                 // warm up the connection pools
                 client_rt.block_on(load(url.clone(), auth.clone(), clients, Duration::from_millis(500)));

@@ -90,7 +90,10 @@ fn config(args: &Args) -> Result<GatewayConfig, opni_metrics_daemons::ConfigErro
         c.query.listen.clone_from(v);
     }
     if let (Some(issuer), Some(audience)) = (&args.oidc_issuer, &args.oidc_audience) {
-        let o = c.readers.oidc.get_or_insert_with(|| opni_metrics_daemons::config::readers::OidcConfig::new(issuer, audience));
+        let o = c
+            .readers
+            .oidc
+            .get_or_insert_with(|| opni_metrics_daemons::config::readers::OidcConfig::new(issuer, audience));
         o.issuer.clone_from(issuer);
         o.audience.clone_from(audience);
     }

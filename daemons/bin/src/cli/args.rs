@@ -4,17 +4,69 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Manage an opni-metrics gateway: bootstrap tokens, clusters, the metrics capability and node
-/// configuration. Talks to the gateway's management listener with its admin token.
+mod access;
+mod read;
+
+pub use access::{Bindings, KeysCmd, RbacCmd, Roles};
+pub use read::{AdminCmd, ConfigMode, QueryArgs, RuleType, RulesCmd};
+
+/// Manage an opni-metrics gateway: bootstrap tokens, clusters, the metrics capability, node
+/// configuration, access control (roles, bindings, API keys), and read the stored metrics.
+///
+/// Talks to the gateway's management listener. Admins authenticate with the admin token (read
+/// from --token-file, accepted from loopback only) or, with --tls-ca, a client certificate
+/// (--tls-cert/--tls-key). Readers send an API key (--api-key) and may use `query` and the
+/// reading `admin` commands for the clusters their role bindings grant.
 #[derive(Debug, Parser)]
 #[command(name = "opni-metrics", version, about, long_about)]
 pub struct Cli {
-    /// Management listener of the gateway.
-    #[arg(long, global = true, env = "OPNI_METRICS_ADDRESS", default_value = "127.0.0.1:9091")]
+    /// Management listener of the gateway, host:port.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "OPNI_METRICS_ADDRESS",
+        default_value = "127.0.0.1:9091"
+    )]
     pub address: String,
-    /// File with the admin token (the gateway writes `<dataDir>/admin.token`).
-    #[arg(long, global = true, env = "OPNI_METRICS_TOKEN_FILE", default_value = "data/gateway/admin.token")]
+    /// File with the admin token (the gateway writes `<dataDir>/admin.token`). Not needed
+    /// with --api-key, and optional with a client certificate.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "OPNI_METRICS_TOKEN_FILE",
+        default_value = "data/gateway/admin.token"
+    )]
     pub token_file: PathBuf,
+    /// An API key (omk_…, from `keys create`), sent instead of the admin token: the caller is
+    /// then a reader, limited to the clusters its role bindings grant. Prefer --api-key-file
+    /// or the environment variable: arguments are visible to other local users.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "OPNI_METRICS_API_KEY",
+        hide_env_values = true,
+        conflicts_with = "api_key_file"
+    )]
+    pub api_key: Option<String>,
+    /// File holding an API key, as for --api-key.
+    #[arg(long, global = true, help_heading = "Connection", env = "OPNI_METRICS_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// CA certificate (PEM) of a management listener that serves TLS; connects with https.
+    #[arg(long, global = true, help_heading = "Connection", env = "OPNI_METRICS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Admin client certificate (PEM) presented to a TLS management listener; with it the
+    /// admin token is optional.
+    #[arg(long, global = true, help_heading = "Connection", env = "OPNI_METRICS_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, help_heading = "Connection", env = "OPNI_METRICS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Name to verify the listener's certificate against (default: the host of --address).
+    #[arg(long, global = true, help_heading = "Connection", env = "OPNI_METRICS_TLS_SERVER_NAME", requires = "tls_ca")]
+    pub tls_server_name: Option<String>,
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
     pub output: Output,
@@ -52,6 +104,17 @@ pub enum Command {
     /// The upstream Cortex: its configuration, install, uninstall and status.
     #[command(subcommand)]
     Cortex(CortexCmd),
+    /// Run a PromQL query over the clusters the caller may read.
+    Query(QueryArgs),
+    /// Inspect and operate the upstream Cortex: statistics, status, rules, configuration.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Access control: roles (which clusters), role bindings (who) and what a subject may read.
+    #[command(subcommand)]
+    Rbac(RbacCmd),
+    /// API keys for readers (Grafana, scripts); use them with --api-key or as a bearer token.
+    #[command(subcommand)]
+    Keys(KeysCmd),
 }
 
 /// Cortex commands.

@@ -152,7 +152,7 @@ pub(super) async fn run(mut c: Client, cmd: CortexCmd, out: Output) -> Result<()
         CortexCmd::Config(cfg) => config(c, cfg, out).await,
         CortexCmd::Status => show_status(&c.status(()).await.map_err(status_err)?.into_inner(), out),
         CortexCmd::Install { no_wait, timeout } => {
-            let timeout = super::duration("--timeout", &timeout)?;
+            let timeout = super::duration("timeout", &timeout)?;
             c.install(()).await.map_err(status_err)?;
             eprintln!("install requested");
             if no_wait {
@@ -165,7 +165,7 @@ pub(super) async fn run(mut c: Client, cmd: CortexCmd, out: Output) -> Result<()
             .await
         }
         CortexCmd::Uninstall { no_wait, timeout } => {
-            let timeout = super::duration("--timeout", &timeout)?;
+            let timeout = super::duration("timeout", &timeout)?;
             c.uninstall(()).await.map_err(status_err)?;
             eprintln!("uninstall requested");
             if no_wait {

@@ -131,7 +131,8 @@ impl GatewayBuilder {
                 (Some(t), a)
             }
         };
-        let external: Arc<dyn ClusterDriver> = Arc::new(ExternalCluster::with_client(&settings.upstream, client.clone()));
+        let external: Arc<dyn ClusterDriver> =
+            Arc::new(ExternalCluster::with_client(&settings.upstream, client.clone()));
         #[cfg(feature = "kubernetes")]
         let default_driver = match self.kubernetes {
             Some(k) => crate::kubernetes::start(k, Arc::clone(&external), &tasks)?,

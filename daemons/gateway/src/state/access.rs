@@ -182,7 +182,13 @@ impl State {
     }
 }
 
-async fn create(state: &State, prefix: &str, kind: &'static str, name: &str, value: bytes::Bytes) -> Result<(), AccessStateError> {
+async fn create(
+    state: &State,
+    prefix: &str,
+    kind: &'static str,
+    name: &str,
+    value: bytes::Bytes,
+) -> Result<(), AccessStateError> {
     match state.store.put(&format!("{prefix}{name}"), value, Precondition::Absent).await {
         Ok(_) => Ok(()),
         Err(StoreError::Conflict { .. }) => Err(AccessStateError::Exists { kind, name: name.to_owned() }),
