@@ -58,9 +58,25 @@ pub fn find_prometheus() -> Result<PathBuf> {
 /// # Errors
 /// Transport errors.
 pub async fn http_get(url: &str) -> Result<(u16, String)> {
+    get(url, None).await
+}
+
+/// GET `url` with an `Authorization` header: its status and body.
+///
+/// # Errors
+/// Transport errors.
+pub async fn http_get_with(url: &str, authorization: &str) -> Result<(u16, String)> {
+    get(url, Some(authorization)).await
+}
+
+async fn get(url: &str, authorization: Option<&str>) -> Result<(u16, String)> {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse()?).await?;
+    let mut req = http::Request::get(url);
+    if let Some(a) = authorization {
+        req = req.header(http::header::AUTHORIZATION, a);
+    }
+    let resp = client.request(req.body(http_body_util::Empty::new())?).await?;
     let status = resp.status().as_u16();
     let body = http_body_util::BodyExt::collect(resp.into_body()).await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))

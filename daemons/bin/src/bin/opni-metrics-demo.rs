@@ -42,7 +42,10 @@ async fn run() -> Result<()> {
     gc.grpc.listen = "127.0.0.1:0".into();
     gc.http.listen = "127.0.0.1:0".into();
     gc.management.listen = "127.0.0.1:0".into();
+    gc.query.listen = "127.0.0.1:0".into();
     gc.upstream.url = format!("{recv}/api/v1/write");
+    // a Prometheus receiver serves its query API at /api/v1 (Cortex at /prometheus/api/v1)
+    gc.upstream.query_url = Some(recv.clone());
     gc.upstream.tenant_deletion = TenantDeletion::Unsupported;
     // the upstream is a Prometheus receiver: its readiness is /-/ready
     gc.upstream.ready_path = "/-/ready".into();
@@ -53,6 +56,7 @@ async fn run() -> Result<()> {
     let admin_token = gw.admin_token().context("no admin token")?.to_owned();
     println!("  gateway    agents (gRPC, mTLS)                {}", addrs.grpc);
     println!("             management (gRPC, admin token)     {}", addrs.management);
+    println!("             query proxy (Prometheus API)       http://{}/prometheus", addrs.query);
     println!("             /metrics /healthz /readyz          http://{}", addrs.http);
 
     // a bootstrap token through the management API, as `opni-metrics tokens create` does
@@ -102,9 +106,41 @@ async fn run() -> Result<()> {
     })
     .await?;
     println!("\nmetrics are flowing: Prometheus (agent mode) -> agent -> gateway (mTLS, tenant {CLUSTER}) -> receiver");
+
+    // a reader: a role for the demo cluster, bound to an API key, as `opni-metrics rbac` and
+    // `opni-metrics keys create` do
+    let key = {
+        use opni_metrics_proto::rbac::v1::{CreateApiKeyRequest, Role, RoleBinding, rbac_client::RbacClient};
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", addrs.management))?.connect().await?;
+        let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {admin_token}").parse()?;
+        let mut c = RbacClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
+        let fail = |what: &'static str| move |s: tonic::Status| anyhow!("{what}: {}", s.message());
+        c.create_role(Role { name: "demo".into(), cluster_ids: vec![CLUSTER.into()], selector: None })
+            .await
+            .map_err(fail("create role"))?;
+        let subjects = vec!["user:apikey:demo-reader".into()];
+        c.create_role_binding(RoleBinding { name: "demo-reader".into(), role: "demo".into(), subjects })
+            .await
+            .map_err(fail("create role binding"))?;
+        let req = CreateApiKeyRequest { name: "demo-reader".into(), subject: String::new(), groups: vec![] };
+        c.create_api_key(req).await.map_err(fail("create API key"))?.into_inner().key
+    };
+    let proxied = format!("http://{}/prometheus/api/v1/query?query=up", addrs.query);
+    let (status, body) = opni_metrics_daemons::demo::http_get_with(&proxied, &format!("Bearer {key}")).await?;
+    anyhow::ensure!(status == 200 && body.contains("opni-agent"), "the query proxy answered {status}: {body}");
+    println!("the query proxy answers for API key `demo-reader` (role `demo`: cluster {CLUSTER})");
     println!("\nlook (from this checkout, in another terminal):");
     println!("  curl '{recv}/api/v1/query?query=opni_agent_remote_write_requests_total'");
     println!("  curl -s http://{}/metrics | grep opni_gateway_remote_write", addrs.http);
+    println!("  curl -H 'Authorization: Bearer {key}' '{proxied}'");
+    println!(
+        "  cargo run -q -p opni-metrics-daemons --bin opni-metrics -- --address {} --api-key {key} query 'sum by (job) (up)'",
+        addrs.management
+    );
     println!(
         "  cargo run -q -p opni-metrics-daemons --bin opni-metrics -- --address {} --token-file {} capability status {CLUSTER}",
         addrs.management,
