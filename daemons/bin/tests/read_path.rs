@@ -179,6 +179,12 @@ async fn readers_see_exactly_their_tenants() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(!r.text().contains("only_in_b"), "{}", r.text());
     assert_eq!(org_ids_since(&cortex, before), vec![vec![A.to_owned()]]);
+    // nor can a query parameter name one
+    let before = org_ids_since(&cortex, 0).len();
+    let r = get(alice.clone(), vec![], "only_in_b&X-Scope-OrgID=cluster-b&orgId=cluster-b&tenant=cluster-b").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("only_in_b"), "{}", r.text());
+    assert_eq!(org_ids_since(&cortex, before), vec![vec![A.to_owned()]]);
 
     // tokens that must not pass: 401, and nothing forwarded
     let before = org_ids_since(&cortex, 0).len();
