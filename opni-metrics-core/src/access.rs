@@ -103,8 +103,7 @@ fn check_name(kind: &'static str, name: &str) -> Result<(), AccessError> {
     if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.') {
         return bad("may only hold lower-case letters, digits, '-' and '.'");
     }
-    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.ends_with(|c: char| c.is_ascii_alphanumeric())
-    {
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) || !name.ends_with(|c: char| c.is_ascii_alphanumeric()) {
         return bad("must begin and end with a letter or digit");
     }
     Ok(())
@@ -356,8 +355,7 @@ pub fn readable_tenants(
     bindings: &[RoleBinding],
     clusters: &[Cluster],
 ) -> BTreeSet<ClusterId> {
-    let granted: BTreeSet<&str> =
-        bindings.iter().filter(|b| b.applies_to(caller)).map(|b| b.role.as_str()).collect();
+    let granted: BTreeSet<&str> = bindings.iter().filter(|b| b.applies_to(caller)).map(|b| b.role.as_str()).collect();
     let roles: Vec<&Role> = roles.iter().filter(|r| granted.contains(r.name.as_str())).collect();
     clusters.iter().filter(|c| roles.iter().any(|r| r.covers(c))).map(|c| c.id.clone()).collect()
 }
@@ -502,8 +500,7 @@ mod tests {
 
     #[test]
     fn a_selector_follows_labels_and_only_registered_clusters_count() {
-        let role = Role::new("prod", [ClusterId::new("later").unwrap()], Some(selector([("env", "prod")])))
-            .unwrap();
+        let role = Role::new("prod", [ClusterId::new("later").unwrap()], Some(selector([("env", "prod")]))).unwrap();
         let binding = RoleBinding::new("b", "prod", [Subject::user("u").unwrap()]).unwrap();
         let u = Caller::new("u", []);
         let mut x = cluster("x", &[("env", "dev")]);
@@ -557,8 +554,7 @@ mod tests {
 
     #[test]
     fn api_keys_are_stored_hashed_and_checked() {
-        let (record, key) =
-            ApiKeyRecord::create("ci", None, ["ops"], [1; 8], [2; 32], crate::Timestamp(5)).unwrap();
+        let (record, key) = ApiKeyRecord::create("ci", None, ["ops"], [1; 8], [2; 32], crate::Timestamp(5)).unwrap();
         assert!(!record.secret_sha256.contains(&"02".repeat(32)));
         assert_eq!(record.subject, "apikey:ci");
         let presented = PresentedKey::parse(&key).unwrap();

@@ -47,6 +47,7 @@ pub mod driver;
 pub mod duration;
 pub mod id;
 pub mod node;
+pub mod promql;
 pub mod registry;
 pub mod remote_write;
 pub mod spec;

@@ -18,39 +18,27 @@ use opni_metrics_tests::upstream::{Behaviour, Upstream};
 struct Gateway {
     proc: common::Daemon,
     grpc: u16,
+    http: u16,
     mgmt: u16,
     dir: PathBuf,
-    config: PathBuf,
 }
 
 impl Gateway {
     async fn start(dir: &Path, upstream: &str, ports: Option<(u16, u16, u16)>) -> Self {
-        let (grpc, http, mgmt) = ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
-        let config = dir.join("gateway.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "dataDir: {}\ngrpc:\n  listen: 127.0.0.1:{grpc}\nhttp:\n  listen: 127.0.0.1:{http}\nmanagement:\n  listen: 127.0.0.1:{mgmt}\nquery:\n  listen: 127.0.0.1:0\nupstream:\n  url: {upstream}\n  tenantDeletion: cortex\nsync:\n  resyncInterval: 2s\nlog:\n  level: warn\n",
-                dir.join("gw").display()
-            ),
-        )
-        .unwrap();
-        let proc = common::Daemon::spawn_raw(
-            env!("CARGO_BIN_EXE_opni-metrics-gateway"),
-            vec![format!("--config={}", config.display())],
-            format!("http://127.0.0.1:{http}/readyz"),
+        let g = common::GatewayProcess::start(
+            dir,
+            upstream,
+            ports,
+            "",
+            "  tenantDeletion: cortex\n",
+            "sync:\n  resyncInterval: 2s\n",
         )
         .await;
-        Self { proc, grpc, mgmt, dir: dir.join("gw"), config }
+        Self { proc: g.proc, grpc: g.grpc, http: g.http, mgmt: g.mgmt, dir: g.dir }
     }
 
     fn ports(&self) -> (u16, u16, u16) {
-        let y = std::fs::read_to_string(&self.config).unwrap();
-        let port = |key: &str| -> u16 {
-            let i = y.find(key).unwrap();
-            y[i..].lines().nth(1).unwrap().rsplit(':').next().unwrap().trim().parse().unwrap()
-        };
-        (port("grpc:"), port("http:"), port("management:"))
+        (self.grpc, self.http, self.mgmt)
     }
 
     async fn cli(&self, args: &[&str]) -> Output {

@@ -27,23 +27,8 @@ struct Gateway {
 impl Gateway {
     /// Starts the gateway binary; `management_tls` is extra YAML under `management:`.
     async fn start(dir: &Path, upstream: &str, management_tls: &str) -> Self {
-        let (grpc, http, mgmt) = (free_port(), free_port(), free_port());
-        let config = dir.join("gateway.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "dataDir: {}\ngrpc:\n  listen: 127.0.0.1:{grpc}\nhttp:\n  listen: 127.0.0.1:{http}\nmanagement:\n  listen: 127.0.0.1:{mgmt}\n{management_tls}query:\n  listen: 127.0.0.1:0\nupstream:\n  url: {upstream}\nlog:\n  level: warn\n",
-                dir.join("gw").display()
-            ),
-        )
-        .unwrap();
-        let proc = common::Daemon::spawn_raw(
-            env!("CARGO_BIN_EXE_opni-metrics-gateway"),
-            vec![format!("--config={}", config.display())],
-            format!("http://127.0.0.1:{http}/readyz"),
-        )
-        .await;
-        Self { _proc: proc, grpc, mgmt, dir: dir.join("gw") }
+        let g = common::GatewayProcess::start(dir, upstream, None, management_tls, "", "").await;
+        Self { _proc: g.proc, grpc: g.grpc, mgmt: g.mgmt, dir: g.dir }
     }
 
     /// The CLI with `credentials` (no admin token unless given) and `args`.

@@ -18,6 +18,7 @@ use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use opni_metrics_core::ClusterId;
+use opni_metrics_core::promql::string_literal as quote;
 use opni_metrics_core::remote_write::ForwardRequest;
 use opni_metrics_proto::cortexadmin::v1 as pb;
 use opni_metrics_proto::cortexadmin::v1::cortex_admin_server::CortexAdmin;
@@ -142,6 +143,13 @@ impl CortexAdminService {
         serde_json::from_slice(&b).map_err(|e| Status::unavailable(format!("upstream {url}: not JSON: {e}")))
     }
 
+    /// A POST of a form to the query frontend's `/api/v1/<endpoint>`: the answer unchanged.
+    async fn post_form(&self, endpoint: &str, tenants: &[ClusterId], pairs: &[(&str, &str)]) -> Result<Bytes, Status> {
+        let url = format!("{}/api/v1/{endpoint}", self.apis.query);
+        let body = Bytes::from(form(pairs));
+        self.call(Method::POST, &url, tenants, Some(("application/x-www-form-urlencoded", body))).await
+    }
+
     /// `data` of a Prometheus API answer.
     async fn prom_data(&self, path_and_query: &str, tenants: &[ClusterId]) -> Result<Value, Status> {
         let url = format!("{}/api/v1/{path_and_query}", self.apis.query);
@@ -198,22 +206,6 @@ fn form(pairs: &[(&str, &str)]) -> String {
 
 fn segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// A PromQL string literal.
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn seconds(t: &prost_types::Timestamp) -> String {
@@ -291,11 +283,6 @@ mod prompb {
     }
 }
 
-fn label_name_ok(n: &str) -> bool {
-    let mut b = n.bytes();
-    b.next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
-}
-
 fn write_body(series: Vec<pb::TimeSeries>) -> Result<Bytes, Status> {
     if series.is_empty() || series.len() > MAX_WRITE_SERIES {
         return Err(Status::invalid_argument(format!("timeseries: 1 to {MAX_WRITE_SERIES} series expected")));
@@ -308,7 +295,7 @@ fn write_body(series: Vec<pb::TimeSeries>) -> Result<Bytes, Status> {
         if !labels.iter().any(|l| l.name == "__name__" && !l.value.is_empty()) {
             return Err(Status::invalid_argument(format!("timeseries[{i}]: no __name__ label")));
         }
-        if let Some(l) = labels.iter().find(|l| !label_name_ok(&l.name)) {
+        if let Some(l) = labels.iter().find(|l| !opni_metrics_core::promql::is_label_name(&l.name)) {
             return Err(Status::invalid_argument(format!("timeseries[{i}]: invalid label name {:?}", l.name)));
         }
         if labels.windows(2).any(|w| w[0].name == w[1].name) {
@@ -411,9 +398,7 @@ impl CortexAdmin for CortexAdminService {
         if let Some(t) = &time {
             pairs.push(("time", t));
         }
-        let url = format!("{}/api/v1/query", self.apis.query);
-        let body = Bytes::from(form(&pairs));
-        let data = self.call(Method::POST, &url, &tenants, Some(("application/x-www-form-urlencoded", body))).await?;
+        let data = self.post_form("query", &tenants, &pairs).await?;
         Ok(Response::new(pb::QueryResponse { data }))
     }
 
@@ -436,9 +421,8 @@ impl CortexAdmin for CortexAdminService {
         }
         let step = format!("{}.{:03}", step.seconds, step.nanos / 1_000_000);
         let (start, end) = (seconds(start), seconds(end));
-        let body = Bytes::from(form(&[("query", &r.query), ("start", &start), ("end", &end), ("step", &step)]));
-        let url = format!("{}/api/v1/query_range", self.apis.query);
-        let data = self.call(Method::POST, &url, &tenants, Some(("application/x-www-form-urlencoded", body))).await?;
+        let pairs = [("query", r.query.as_str()), ("start", &start), ("end", &end), ("step", &step)];
+        let data = self.post_form("query_range", &tenants, &pairs).await?;
         Ok(Response::new(pb::QueryResponse { data }))
     }
 

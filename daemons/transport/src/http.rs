@@ -104,7 +104,9 @@ pub async fn serve_with_tls<S, B>(
             let result = match acceptor {
                 None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), svc).into_owned()).await,
                 Some(a) => match tokio::time::timeout(handshake, a.accept(tcp)).await {
-                    Ok(Ok(stream)) => watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await,
+                    Ok(Ok(stream)) => {
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await
+                    }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         return;

@@ -17,8 +17,10 @@ impl TryFrom<pb::Role> for Role {
             .map(|(i, c)| cluster_id(&format!("clusterIds[{i}]"), c))
             .collect::<Result<Vec<_>, _>>()?;
         let selector = w.selector.map(TryInto::try_into).transpose().map_err(|e: ConvertError| e.under("selector"))?;
-        Role::new(&w.name, clusters, selector)
-            .map_err(|e| ConvertError::InvalidSpec { field: "role".to_owned(), reason: opni_metrics_core::error_chain(&e) })
+        Role::new(&w.name, clusters, selector).map_err(|e| ConvertError::InvalidSpec {
+            field: "role".to_owned(),
+            reason: opni_metrics_core::error_chain(&e),
+        })
     }
 }
 

@@ -64,6 +64,7 @@ use opni_metrics_proto::nodeconfig::v1::SetDefaultConfigurationRequest;
 use opni_metrics_proto::nodeconfig::v1::node_configuration_client::NodeConfigurationClient;
 use opni_metrics_store::embedded::EmbeddedStore;
 use opni_metrics_tests::http::{eventually, get};
+use opni_metrics_tests::procstat::{clock_ticks, process_cpu};
 use opni_metrics_tests::prometheus::free_port;
 use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
 use rustls::client::WebPkiServerVerifier;
@@ -120,16 +121,6 @@ struct Args {
 // ---------------------------------------------------------------------------------------------
 // /proc
 
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .unwrap_or(100.0)
-}
-
 /// CPU seconds (user + system) from a `/proc/.../stat` file.
 fn stat_cpu(path: &str, tick: f64) -> f64 {
     let Ok(stat) = std::fs::read_to_string(path) else { return 0.0 };
@@ -138,11 +129,6 @@ fn stat_cpu(path: &str, tick: f64) -> f64 {
     // fields[0] is field 3 (state); utime and stime are fields 14 and 15
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     (ticks(11) + ticks(12)) as f64 / tick
-}
-
-/// CPU seconds (user + system, all threads, exited ones included) a process used so far.
-fn process_cpu(pid: u32, tick: f64) -> f64 {
-    stat_cpu(&format!("/proc/{pid}/stat"), tick)
 }
 
 /// The thread ids of a process.

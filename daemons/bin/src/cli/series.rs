@@ -2,6 +2,7 @@
 //! samples for people.
 
 use anyhow::{Result, anyhow, bail};
+use opni_metrics_core::promql::string_literal as quoted;
 use serde_json::Value;
 
 /// The parsed answer `{"status":"success","data":…,"warnings":[…]}`; warnings go to stderr.
@@ -27,23 +28,6 @@ pub(super) fn data(mut v: Value) -> Value {
     v.get_mut("data").map(Value::take).unwrap_or(Value::Null)
 }
 
-/// A label value as a PromQL string literal.
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A series' labels as `name{k="v",…}` (labels sorted, `{}` when there are none).
 pub(super) fn name(labels: &Value) -> String {
     let map = labels.as_object();
     let metric = map.and_then(|m| m.get("__name__")).and_then(Value::as_str).unwrap_or_default();

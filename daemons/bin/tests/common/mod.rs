@@ -253,3 +253,47 @@ impl Daemon {
         self.child.wait().await.unwrap()
     }
 }
+
+/// The gateway binary started from a YAML config written to `dir/gateway.yaml` (state in
+/// `dir/gw`).
+pub struct GatewayProcess {
+    pub proc: Daemon,
+    pub grpc: u16,
+    pub http: u16,
+    pub mgmt: u16,
+    pub dir: std::path::PathBuf,
+}
+
+impl GatewayProcess {
+    /// Listens on `ports` (grpc, http, management; free ones when `None`) and a free query port,
+    /// forwards to `upstream`; `management` is extra YAML inside `management:` (indented two
+    /// spaces), `upstream_extra` inside `upstream:`, `extra` more top-level sections.
+    pub async fn start(
+        dir: &std::path::Path,
+        upstream: &str,
+        ports: Option<(u16, u16, u16)>,
+        management: &str,
+        upstream_extra: &str,
+        extra: &str,
+    ) -> Self {
+        use opni_metrics_tests::prometheus::free_port;
+        let (grpc, http, mgmt) = ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
+        let config = dir.join("gateway.yaml");
+        let state = dir.join("gw");
+        std::fs::write(
+            &config,
+            format!(
+                "dataDir: {}\ngrpc:\n  listen: 127.0.0.1:{grpc}\nhttp:\n  listen: 127.0.0.1:{http}\nmanagement:\n  listen: 127.0.0.1:{mgmt}\n{management}query:\n  listen: 127.0.0.1:0\nupstream:\n  url: {upstream}\n{upstream_extra}{extra}log:\n  level: warn\n",
+                state.display()
+            ),
+        )
+        .unwrap();
+        let proc = Daemon::spawn_raw(
+            env!("CARGO_BIN_EXE_opni-metrics-gateway"),
+            vec![format!("--config={}", config.display())],
+            format!("http://127.0.0.1:{http}/readyz"),
+        )
+        .await;
+        Self { proc, grpc, http, mgmt, dir: state }
+    }
+}
