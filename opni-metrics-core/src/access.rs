@@ -1,7 +1,7 @@
 //! Access control for readers: roles, role bindings, API keys, and the one function that says
 //! which tenants a caller may read.
 //!
-//! A [`Role`] names clusters explicitly and/or through a label [`Selector`]; a [`RoleBinding`]
+//! A [`Role`] names clusters explicitly and/or through a label selector ([`LabelSelector`]); a [`RoleBinding`]
 //! grants one role to subjects (users and groups). [`readable_tenants`] evaluates them against
 //! the registry, so a selector role follows a cluster's labels as they change, and only
 //! registered clusters are ever readable. Nothing here trusts a tenant a caller names: callers
