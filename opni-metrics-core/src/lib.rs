@@ -11,6 +11,7 @@
 //!   function and the gateway's sync decision.
 //! - [`sync`]: the agent's sync state machine (inputs in, effects out).
 //! - [`uninstall`]: the resumable uninstall task state machine.
+//! - [`rules`]: rule groups synced to the upstream ruler, their checks and names.
 //! - [`remote_write`]: request checks and the status rules of the forwarding path.
 //! - [`store`]: the revisioned key-value [`Store`](store::Store) trait, an in-memory store and
 //!   (feature `contract`) the contract suite every store passes.
@@ -50,6 +51,7 @@ pub mod node;
 pub mod promql;
 pub mod registry;
 pub mod remote_write;
+pub mod rules;
 pub mod spec;
 pub mod store;
 pub mod sync;

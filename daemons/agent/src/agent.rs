@@ -30,6 +30,7 @@ use crate::identity::{self, JoinError};
 use crate::metrics::AgentMetrics;
 use crate::process_driver::{ProcessDriver, ProcessSettings};
 use crate::relay::Relay;
+use crate::rules::{RuleSyncer, RulesDriver};
 use crate::settings::{AgentSettings, IdentitySource};
 use crate::sync_loop::{self, SyncState};
 
@@ -119,6 +120,8 @@ pub struct AgentBuilder {
     settings: AgentSettings,
     driver: DriverChoice,
     metrics: Option<Arc<AgentMetrics>>,
+    #[cfg(feature = "kubernetes")]
+    rules_client: Option<kube::Client>,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -145,6 +148,14 @@ impl AgentBuilder {
     #[cfg(feature = "kubernetes")]
     pub fn kubernetes_driver(mut self, settings: crate::kubernetes::KubeDriverSettings) -> Self {
         self.driver = DriverChoice::Kubernetes(settings);
+        self
+    }
+
+    /// Discovers `PrometheusRule` objects with `client` (the Kubernetes driver's client is used
+    /// when that driver is chosen; this is for agents with another driver).
+    #[cfg(feature = "kubernetes")]
+    pub fn rule_discovery_client(mut self, client: kube::Client) -> Self {
+        self.rules_client = Some(client);
         self
     }
 
@@ -202,6 +213,10 @@ impl AgentBuilder {
         let (sync_tx, sync_rx) = watch::channel(SyncState::default());
         Ok(Agent {
             settings: s,
+            metrics,
+            rules: None,
+            #[cfg(feature = "kubernetes")]
+            rules_client: self.rules_client,
             relay,
             ops,
             channel,
@@ -219,6 +234,12 @@ impl AgentBuilder {
 /// gracefully.
 pub struct Agent {
     settings: AgentSettings,
+    metrics: Arc<AgentMetrics>,
+    /// Rule discovery and sync, once started.
+    rules: Option<RuleSyncer>,
+    /// The client for `PrometheusRule` discovery, until started.
+    #[cfg(feature = "kubernetes")]
+    rules_client: Option<kube::Client>,
     relay: Metered<Relay>,
     ops: Arc<Ops>,
     channel: Channel,
@@ -269,7 +290,13 @@ impl Service<Request<hyper::body::Incoming>> for Routes {
 impl Agent {
     /// A builder over `settings`.
     pub fn builder(settings: AgentSettings) -> AgentBuilder {
-        AgentBuilder { settings, driver: DriverChoice::Custom(Arc::new(NoDriver)), metrics: None }
+        AgentBuilder {
+            settings,
+            driver: DriverChoice::Custom(Arc::new(NoDriver)),
+            metrics: None,
+            #[cfg(feature = "kubernetes")]
+            rules_client: None,
+        }
     }
 
     /// The remote-write relay with its metrics layer, a `tower::Service<http::Request<B>>`
@@ -322,6 +349,11 @@ impl Agent {
         let Some((choice, sync_tx)) = self.pending.take() else {
             return Err(StartError::AlreadyRunning);
         };
+        #[cfg(feature = "kubernetes")]
+        let kube_client = match &choice {
+            DriverChoice::Kubernetes(k) => Some(k.client.clone()),
+            _ => self.rules_client.take(),
+        };
         let (driver, remove_on_shutdown): (Arc<dyn NodeDriver>, bool) = match choice {
             DriverChoice::Custom(d) => (d, false),
             DriverChoice::Process(o) => (
@@ -343,6 +375,16 @@ impl Agent {
             #[cfg(feature = "kubernetes")]
             DriverChoice::Kubernetes(k) => (crate::kubernetes::start(k, addr.port(), &self.tasks).await?, false),
         };
+        let syncer = RuleSyncer::start(
+            self.channel.clone(),
+            self.settings.rules,
+            #[cfg(feature = "kubernetes")]
+            kube_client,
+            Arc::clone(&self.metrics),
+            &self.tasks,
+        );
+        let driver: Arc<dyn NodeDriver> = Arc::new(RulesDriver { inner: driver, syncer: syncer.clone() });
+        self.rules = Some(syncer);
         self.running_driver = Some((Arc::clone(&driver), remove_on_shutdown));
         let token = self.sync_stop.clone();
         self.tasks.spawn("sync-loop", sync_loop::run(self.channel.clone(), driver, sync_tx, token));
@@ -359,6 +401,14 @@ impl Agent {
             }
         });
         Ok(())
+    }
+
+    /// Reads the rule sources again now (the daemon calls it on SIGHUP); a no-op before
+    /// [`Agent::start_sync`].
+    pub fn reload_rules(&self) {
+        if let Some(r) = &self.rules {
+            r.reload();
+        }
     }
 
     /// The sync loop's published state (connected, conditions, applied digest).

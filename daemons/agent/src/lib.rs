@@ -35,9 +35,11 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod process_driver;
 pub mod relay;
+pub mod rules;
 pub mod settings;
 pub mod sync_loop;
 
 pub use agent::{Agent, AgentBuilder, NoDriver, PUSH_PATHS, ProcessOptions, StartError};
 pub use relay::{Relay, RelaySettings};
+pub use rules::RuleSyncSettings;
 pub use settings::{AgentSettings, IdentitySource, JoinSettings};

@@ -17,6 +17,10 @@ pub struct AgentMetrics {
     pub in_flight_bytes: Gauge,
     /// Requests refused locally, by reason.
     pub refused: Family<Labels, Counter>,
+    /// Discovered rule groups by state (valid, invalid).
+    pub rule_groups: Family<Labels, Gauge>,
+    /// Rule syncs by result (ok, partial, failed).
+    pub rule_syncs: Family<Labels, Counter>,
 }
 
 const RELAY: RequestMetricNames = RequestMetricNames {
@@ -32,10 +36,31 @@ impl AgentMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let r = registry.sub_registry_with_prefix("opni_agent");
         let relay = RequestMetrics::register(r, RELAY);
-        let m = Self { relay, in_flight_bytes: Gauge::default(), refused: Family::default() };
+        let m = Self {
+            relay,
+            in_flight_bytes: Gauge::default(),
+            refused: Family::default(),
+            rule_groups: Family::default(),
+            rule_syncs: Family::default(),
+        };
         r.register("remote_write_in_flight_bytes", "Remote-write body bytes held in flight", m.in_flight_bytes.clone());
         r.register("remote_write_refused", "Remote-write requests refused by the agent", m.refused.clone());
+        r.register("rule_groups", "Discovered rule groups by state", m.rule_groups.clone());
+        r.register("rule_syncs", "Rule syncs with the gateway by result", m.rule_syncs.clone());
         Arc::new(m)
+    }
+
+    /// Sets the discovered rule group counts.
+    pub fn rule_groups(&self, valid: usize, invalid: usize) {
+        for (state, n) in [("valid", valid), ("invalid", invalid)] {
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.rule_groups.get_or_create(&vec![("state".to_owned(), state.to_owned())]).set(n);
+        }
+    }
+
+    /// Counts a rule sync.
+    pub fn rule_sync(&self, result: &str) {
+        self.rule_syncs.get_or_create(&vec![("result".to_owned(), result.to_owned())]).inc();
     }
 
     /// Counts a refusal.

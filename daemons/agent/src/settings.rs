@@ -57,6 +57,8 @@ pub struct AgentSettings {
     /// How long [`Agent::shutdown`](crate::Agent::shutdown) waits for in-flight requests.
     /// Default 30 s.
     pub drain_timeout: Duration,
+    /// Rule discovery timing.
+    pub rules: crate::rules::RuleSyncSettings,
 }
 
 impl Default for AgentSettings {
@@ -71,6 +73,7 @@ impl Default for AgentSettings {
             channel: ChannelOptions::default(),
             relay: RelaySettings::default(),
             drain_timeout: Duration::from_secs(30),
+            rules: crate::rules::RuleSyncSettings::default(),
         }
     }
 }
@@ -94,6 +97,9 @@ impl AgentSettings {
                 "remoteWrite.maxInFlightBytes",
                 "must be at least maxBodyBytes, or every request of the largest size is refused",
             ));
+        }
+        if self.rules.poll_interval.is_zero() || self.rules.resync_interval.is_zero() {
+            return Err(SpecError::new("rules.pollInterval", "rule poll and resync intervals must be above 0s"));
         }
         Ok(())
     }

@@ -97,6 +97,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Query(q) => query::run(&conn, q, out).await,
         Command::Admin(a) => admin::run(&conn, a, out).await,
+        Command::Rules(r) => admin::run(&conn, AdminCmd::Rules(r), out).await,
         Command::Rbac(r) => rbac::run(&conn, r, out).await,
         Command::Keys(k) => keys::run(&conn, k, out).await,
         Command::Tokens(t) => tokens(conn.client(BootstrapClient::with_interceptor).await?, t, out).await,
@@ -260,6 +261,13 @@ async fn capability(mut c: CapabilityClient<Authed>, cmd: CapabilityCmd, out: Ou
                         "enabled": s.enabled, "connected": s.connected, "inSync": in_sync,
                         "appliedDigest": s.applied_digest, "desiredDigest": s.desired_digest,
                         "lastSync": s.last_sync.map(|t| t.seconds), "conditions": conds, "disabledReasons": disabled,
+                        "rules": s.rules.as_ref().map(|r| serde_json::json!({
+                            "synced": r.synced, "refused": r.refused, "invalid": r.invalid,
+                            "lastSync": r.last_sync.map(|t| t.seconds), "digest": r.digest,
+                            "problems": r.problems.iter().map(|p| serde_json::json!({
+                                "kind": p.kind, "group": p.name, "source": p.source, "message": p.message,
+                            })).collect::<Vec<_>>(),
+                        })),
                     }),
                 ),
                 Output::Table => {
@@ -278,6 +286,13 @@ async fn capability(mut c: CapabilityClient<Authed>, cmd: CapabilityCmd, out: Ou
                         vec!["applied".into(), s.applied_digest.chars().take(12).collect()],
                         vec!["conditions".into(), conds.join("; ")],
                     ]);
+                    if let Some(r) = &s.rules {
+                        println!("rules: {} synced, {} refused, {} invalid", r.synced, r.refused, r.invalid);
+                        for p in &r.problems {
+                            let group = if p.name.is_empty() { String::new() } else { format!("{} ", p.name) };
+                            println!("  {} {group}({}): {}", p.kind, p.source, p.message);
+                        }
+                    }
                     Ok(())
                 }
             }

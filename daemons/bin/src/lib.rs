@@ -166,6 +166,8 @@ pub fn exit(program: &str, run: Result<(), Refusal>) -> std::process::ExitCode {
 pub trait Running {
     /// Stops it, draining in-flight work.
     fn stop(self) -> futures::future::BoxFuture<'static, ()>;
+    /// Re-reads what it reads from disk (SIGHUP); nothing by default.
+    fn reload(&self) {}
 }
 
 impl Running for opni_metrics_gateway::Gateway {
@@ -178,11 +180,27 @@ impl Running for opni_metrics_agent::Agent {
     fn stop(self) -> futures::future::BoxFuture<'static, ()> {
         Box::pin(self.shutdown())
     }
+    /// Re-reads the rule files.
+    fn reload(&self) {
+        tracing::info!("SIGHUP: reading the rule files again");
+        self.reload_rules();
+    }
+}
+
+/// Calls `reload` on every SIGHUP until the future is dropped.
+async fn reload_on_hangup(running: &impl Running) {
+    #[cfg(unix)]
+    if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        while hup.recv().await.is_some() {
+            running.reload();
+        }
+    }
+    futures::future::pending::<()>().await;
 }
 
 /// What every daemon main does after validating its configuration: with `--check-config`
 /// says so and returns; otherwise sets up logging, starts, serves until SIGTERM or SIGINT and
-/// shuts down gracefully.
+/// shuts down gracefully; SIGHUP asks it to [reload](Running::reload).
 ///
 /// # Errors
 /// The start's [`Refusal`].
@@ -197,7 +215,10 @@ pub async fn serve<R: Running>(
     }
     init_logging(log.format, &log.level);
     let running = start().await?;
-    shutdown_signal().await;
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = reload_on_hangup(&running) => {}
+    }
     running.stop().await;
     tracing::info!("stopped");
     Ok(())

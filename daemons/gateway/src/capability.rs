@@ -3,6 +3,7 @@
 use opni_metrics_core::uninstall::{UninstallOptions, UninstallTask};
 use opni_metrics_core::{CapabilityName, ClusterId};
 use opni_metrics_proto::IntoStatus;
+use opni_metrics_proto::capability::v1 as pb_cap;
 use opni_metrics_proto::capability::v1::capability_server::Capability;
 use opni_metrics_proto::capability::v1::{
     CancelUninstallRequest, ClusterCapability, Details, InstallRequest, InstallResponse, InstallStatus, ListResponse,
@@ -99,7 +100,23 @@ impl Capability for CapabilityService {
                 None => (None, None),
             },
         };
-        let reported = reported.unwrap_or_default();
+        let mut reported = reported.unwrap_or_default();
+        let rule_status = self.state.rule_status(&id).await.map_err(status)?;
+        if let Some(r) = &rule_status {
+            reported.set(rules_condition(r));
+        }
+        let rules = rule_status.map(|r| pb_cap::RuleSyncStatus {
+            synced: r.synced,
+            refused: r.refused,
+            invalid: r.invalid,
+            last_sync: Some(wire_timestamp(r.last_sync)),
+            digest: r.digest,
+            problems: r
+                .problems
+                .into_iter()
+                .map(|p| pb_cap::RuleProblem { name: p.name, source: p.source, message: p.message, kind: p.kind })
+                .collect(),
+        });
         Ok(Response::new(NodeCapabilityStatus {
             enabled: desired.enabled,
             disabled_reasons: desired.disabled_reasons.iter().map(|r| pb::DisabledReason::from(*r) as i32).collect(),
@@ -108,6 +125,7 @@ impl Capability for CapabilityService {
             applied_digest: reported.applied_digest.map(|d| d.to_string()).unwrap_or_default(),
             desired_digest: desired.digest().to_string(),
             connected: self.hub.is_connected(&id).await,
+            rules,
         }))
     }
 
@@ -148,4 +166,19 @@ impl Capability for CapabilityService {
             None => Err(Status::failed_precondition(format!("no uninstall of cluster {id} is running"))),
         }
     }
+}
+
+/// The `RulesSynced` condition of a cluster's last rule sync.
+fn rules_condition(r: &crate::rule_sync::RuleSyncStatus) -> opni_metrics_core::node::Condition {
+    use opni_metrics_core::node::{Condition, ConditionKind, ConditionStatus};
+    let ok = r.refused == 0 && r.invalid == 0;
+    let mut c =
+        Condition::new(ConditionKind::RulesSynced, if ok { ConditionStatus::True } else { ConditionStatus::False });
+    c.reason = if ok { "Synced".into() } else { "SomeGroupsNotSynced".into() };
+    c.message = format!("{} synced, {} refused, {} invalid", r.synced, r.refused, r.invalid);
+    if let Some(p) = r.problems.first() {
+        let what = if p.name.is_empty() { p.source.clone() } else { format!("{} ({})", p.name, p.source) };
+        c.message.push_str(&format!("; first: {what}: {}", p.message));
+    }
+    c
 }

@@ -11,12 +11,9 @@
 //! `UNAVAILABLE`, a timeout `DEADLINE_EXCEEDED`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full, Limited};
+use http::Method;
 use opni_metrics_core::ClusterId;
 use opni_metrics_core::promql::string_literal as quote;
 use opni_metrics_core::remote_write::ForwardRequest;
@@ -27,15 +24,13 @@ use serde_json::Value;
 use tonic::{Request as GrpcRequest, Response, Status};
 use tower::ServiceExt;
 
-use crate::forward::{ForwardService, HttpClient};
+use crate::cortex_api::{CortexApi, upstream_status};
+use crate::forward::ForwardService;
 use crate::readers::{Principal, Readers};
-use crate::settings::UpstreamApis;
 
 /// The ruler namespace that holds rules synced from agents; `LoadRules` and `DeleteRule`
 /// refuse it, so users never overwrite what agents own (nor the reverse).
-pub const SYNCED_RULES_NAMESPACE: &str = "opni-synced";
-/// The largest upstream answer relayed.
-const MAX_ANSWER: usize = 32 << 20;
+pub const SYNCED_RULES_NAMESPACE: &str = opni_metrics_core::rules::SYNCED_NAMESPACE;
 /// The most series one `WriteMetrics` carries.
 const MAX_WRITE_SERIES: usize = 10_000;
 /// The largest rule group accepted by `LoadRules`.
@@ -47,23 +42,13 @@ const RING_COMPONENTS: &[&str] = &["distributor", "ingester", "ruler", "compacto
 #[derive(Clone)]
 pub(crate) struct CortexAdminService {
     readers: Readers,
-    client: HttpClient,
-    apis: UpstreamApis,
-    tenant_header: HeaderName,
-    timeout: Duration,
+    api: CortexApi,
     forward: ForwardService,
 }
 
 impl CortexAdminService {
-    pub(crate) fn new(
-        readers: Readers,
-        client: HttpClient,
-        apis: UpstreamApis,
-        tenant_header: HeaderName,
-        timeout: Duration,
-        forward: ForwardService,
-    ) -> Self {
-        Self { readers, client, apis, tenant_header, timeout, forward }
+    pub(crate) fn new(readers: Readers, api: CortexApi, forward: ForwardService) -> Self {
+        Self { readers, api, forward }
     }
 
     async fn principal<T>(&self, req: &GrpcRequest<T>) -> Result<(Principal, BTreeSet<ClusterId>), Status> {
@@ -103,57 +88,17 @@ impl CortexAdminService {
         t.pop().ok_or_else(|| Status::invalid_argument("tenant: missing"))
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        url: &str,
-        tenants: &[ClusterId],
-        body: Option<(&'static str, Bytes)>,
-    ) -> Result<Bytes, Status> {
-        let mut b = Request::builder().method(method).uri(url).header(ACCEPT, "application/json");
-        if !tenants.is_empty() {
-            let org: Vec<&str> = tenants.iter().map(ClusterId::as_str).collect();
-            b = b.header(&self.tenant_header, org.join("|"));
-        }
-        let (ct, body) = body.unwrap_or(("", Bytes::new()));
-        if !ct.is_empty() {
-            b = b.header(CONTENT_TYPE, HeaderValue::from_static(ct));
-        }
-        let req = b.body(Full::new(body)).map_err(|e| Status::invalid_argument(format!("request: {e}")))?;
-        let work = async {
-            let resp =
-                self.client.request(req).await.map_err(|e| {
-                    Status::unavailable(format!("upstream {url}: {}", opni_metrics_core::error_chain(&e)))
-                })?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| Status::unavailable(format!("upstream {url}: reading the answer: {e}")))?
-                .to_bytes();
-            if status.is_success() { Ok(body) } else { Err(upstream_status(status.as_u16(), url, &body)) }
-        };
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .map_err(|_| Status::deadline_exceeded(format!("upstream {url} did not answer in time")))?
-    }
-
-    async fn get_json(&self, url: &str, tenants: &[ClusterId]) -> Result<Value, Status> {
-        let b = self.call(Method::GET, url, tenants, None).await?;
-        serde_json::from_slice(&b).map_err(|e| Status::unavailable(format!("upstream {url}: not JSON: {e}")))
-    }
-
     /// A POST of a form to the query frontend's `/api/v1/<endpoint>`: the answer unchanged.
     async fn post_form(&self, endpoint: &str, tenants: &[ClusterId], pairs: &[(&str, &str)]) -> Result<Bytes, Status> {
-        let url = format!("{}/api/v1/{endpoint}", self.apis.query);
+        let url = format!("{}/api/v1/{endpoint}", self.api.apis.query);
         let body = Bytes::from(form(pairs));
-        self.call(Method::POST, &url, tenants, Some(("application/x-www-form-urlencoded", body))).await
+        self.api.call(Method::POST, &url, tenants, Some(("application/x-www-form-urlencoded", body))).await
     }
 
     /// `data` of a Prometheus API answer.
     async fn prom_data(&self, path_and_query: &str, tenants: &[ClusterId]) -> Result<Value, Status> {
-        let url = format!("{}/api/v1/{path_and_query}", self.apis.query);
-        let mut v = self.get_json(&url, tenants).await?;
+        let url = format!("{}/api/v1/{path_and_query}", self.api.apis.query);
+        let mut v = self.api.get_json(&url, tenants).await?;
         Ok(v.get_mut("data").map(Value::take).unwrap_or(Value::Null))
     }
 }
@@ -179,21 +124,6 @@ fn pick(allowed: &BTreeSet<ClusterId>, named: &[String]) -> Result<Vec<ClusterId
         }
     }
     Ok(out)
-}
-
-/// The status for an upstream answer that is not 2xx.
-pub(crate) fn upstream_status(code: u16, url: &str, body: &[u8]) -> Status {
-    let text = String::from_utf8_lossy(&body[..body.len().min(1024)]).trim().to_owned();
-    let msg = format!("upstream {url} answered {code}: {text}");
-    match code {
-        400 | 422 => Status::invalid_argument(msg),
-        404 => Status::not_found(msg),
-        429 => Status::resource_exhausted(msg),
-        401 | 403 => Status::failed_precondition(format!("{msg} (the gateway's upstream credentials were refused)")),
-        501 => Status::unimplemented(msg),
-        408 | 504 => Status::deadline_exceeded(msg),
-        _ => Status::unavailable(msg),
-    }
 }
 
 fn form(pairs: &[(&str, &str)]) -> String {
@@ -349,8 +279,8 @@ fn host_of(addr: &str) -> Option<&str> {
 impl CortexAdmin for CortexAdminService {
     async fn all_user_stats(&self, req: GrpcRequest<()>) -> Result<Response<pb::UserStatsList>, Status> {
         let (_, allowed) = self.principal(&req).await?;
-        let url = format!("{}/distributor/all_user_stats", self.apis.admin);
-        let v = self.get_json(&url, &[]).await?;
+        let url = format!("{}/distributor/all_user_stats", self.api.apis.admin);
+        let v = self.api.get_json(&url, &[]).await?;
         let items = v
             .as_array()
             .into_iter()
@@ -517,8 +447,8 @@ impl CortexAdmin for CortexAdminService {
         let mut groups = Vec::new();
         for t in tenants {
             let q = kind.map(|k| format!("?{}", form(&[("type", k)]))).unwrap_or_default();
-            let url = format!("{}/prometheus/api/v1/rules{q}", self.apis.ruler);
-            let v = self.get_json(&url, std::slice::from_ref(&t)).await?;
+            let url = format!("{}/prometheus/api/v1/rules{q}", self.api.apis.ruler);
+            let v = self.api.get_json(&url, std::slice::from_ref(&t)).await?;
             let list = v.pointer("/data/groups").and_then(Value::as_array).cloned().unwrap_or_default();
             for mut g in list {
                 if !group_re.as_ref().is_none_or(|re| re.is_match(str_of(&g, "name")))
@@ -557,8 +487,8 @@ impl CortexAdmin for CortexAdminService {
         let r = req.get_ref();
         namespace(&r.namespace, false)?;
         group_name(&r.group_name)?;
-        let url = format!("{}/api/v1/rules/{}/{}", self.apis.ruler, segment(&r.namespace), segment(&r.group_name));
-        let data = self.call(Method::GET, &url, &[tenant], None).await?;
+        let url = format!("{}/api/v1/rules/{}/{}", self.api.apis.ruler, segment(&r.namespace), segment(&r.group_name));
+        let data = self.api.call(Method::GET, &url, &[tenant], None).await?;
         Ok(Response::new(pb::RawResponse { data }))
     }
 
@@ -567,8 +497,8 @@ impl CortexAdmin for CortexAdminService {
         let r = req.into_inner();
         namespace(&r.namespace, true)?;
         check_rule_group(&r.yaml_content)?;
-        let url = format!("{}/api/v1/rules/{}", self.apis.ruler, segment(&r.namespace));
-        self.call(Method::POST, &url, &[tenant], Some(("application/yaml", r.yaml_content))).await?;
+        let url = format!("{}/api/v1/rules/{}", self.api.apis.ruler, segment(&r.namespace));
+        self.api.call(Method::POST, &url, &[tenant], Some(("application/yaml", r.yaml_content))).await?;
         Ok(Response::new(()))
     }
 
@@ -577,16 +507,16 @@ impl CortexAdmin for CortexAdminService {
         let r = req.get_ref();
         namespace(&r.namespace, true)?;
         group_name(&r.group_name)?;
-        let url = format!("{}/api/v1/rules/{}/{}", self.apis.ruler, segment(&r.namespace), segment(&r.group_name));
-        self.call(Method::DELETE, &url, &[tenant], None).await?;
+        let url = format!("{}/api/v1/rules/{}/{}", self.api.apis.ruler, segment(&r.namespace), segment(&r.group_name));
+        self.api.call(Method::DELETE, &url, &[tenant], None).await?;
         Ok(Response::new(()))
     }
 
     async fn get_cortex_status(&self, req: GrpcRequest<()>) -> Result<Response<pb::CortexStatus>, Status> {
         self.admin(&req, "GetCortexStatus").await?;
         let mut components = Vec::new();
-        let ready_url = format!("{}/ready", self.apis.admin);
-        components.push(match self.call(Method::GET, &ready_url, &[], None).await {
+        let ready_url = format!("{}/ready", self.api.apis.admin);
+        components.push(match self.api.call(Method::GET, &ready_url, &[], None).await {
             Ok(_) => {
                 pb::ComponentStatus { name: "cortex".into(), ready: true, message: String::new(), ring: Bytes::new() }
             }
@@ -598,8 +528,8 @@ impl CortexAdmin for CortexAdminService {
             },
         });
         for c in RING_COMPONENTS {
-            let url = format!("{}/{c}/ring", self.apis.admin);
-            match self.call(Method::GET, &url, &[], None).await {
+            let url = format!("{}/{c}/ring", self.api.apis.admin);
+            match self.api.call(Method::GET, &url, &[], None).await {
                 Ok(body) => {
                     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     let shards = v.get("shards").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -623,8 +553,8 @@ impl CortexAdmin for CortexAdminService {
                 }),
             }
         }
-        let url = format!("{}/memberlist", self.apis.admin);
-        match self.call(Method::GET, &url, &[], None).await {
+        let url = format!("{}/memberlist", self.api.apis.admin);
+        match self.api.call(Method::GET, &url, &[], None).await {
             Ok(body) => components.push(pb::ComponentStatus {
                 name: "memberlist".into(),
                 ready: true,
@@ -664,8 +594,8 @@ impl CortexAdmin for CortexAdminService {
                     )));
                 }
             };
-            let url = format!("{}/config{q}", self.apis.admin);
-            let b = self.call(Method::GET, &url, &[], None).await?;
+            let url = format!("{}/config{q}", self.api.apis.admin);
+            let b = self.api.call(Method::GET, &url, &[], None).await?;
             config_yaml.push(String::from_utf8_lossy(&b).into_owned());
         }
         Ok(Response::new(pb::ConfigResponse { config_yaml }))
@@ -673,10 +603,10 @@ impl CortexAdmin for CortexAdminService {
 
     async fn flush_blocks(&self, req: GrpcRequest<()>) -> Result<Response<()>, Status> {
         self.admin(&req, "FlushBlocks").await?;
-        let ring = self.get_json(&format!("{}/ingester/ring", self.apis.admin), &[]).await?;
-        let admin: http::Uri = self.apis.admin.parse().map_err(|_| Status::internal("admin URL"))?;
+        let ring = self.api.get_json(&format!("{}/ingester/ring", self.api.apis.admin), &[]).await?;
+        let admin: http::Uri = self.api.apis.admin.parse().map_err(|_| Status::internal("admin URL"))?;
         let scheme = admin.scheme_str().unwrap_or("http");
-        let port = self.apis.ingester_http_port.or_else(|| admin.port_u16()).unwrap_or(if scheme == "https" {
+        let port = self.api.apis.ingester_http_port.or_else(|| admin.port_u16()).unwrap_or(if scheme == "https" {
             443
         } else {
             80
@@ -695,7 +625,7 @@ impl CortexAdmin for CortexAdminService {
         let mut failed = Vec::new();
         for host in &active {
             let url = format!("{scheme}://{host}:{port}/ingester/flush");
-            if let Err(e) = self.call(Method::POST, &url, &[], None).await {
+            if let Err(e) = self.api.call(Method::POST, &url, &[], None).await {
                 failed.push(format!("{host}: {}", e.message()));
             }
         }
@@ -720,8 +650,8 @@ impl CortexAdmin for CortexAdminService {
         if m.is_empty() {
             return Err(Status::invalid_argument("match_expr: missing"));
         }
-        let url = format!("{}/api/v1/series?{}", self.apis.query, form(&[("match[]", m)]));
-        let data = self.call(Method::GET, &url, &[tenant], None).await?;
+        let url = format!("{}/api/v1/series?{}", self.api.apis.query, form(&[("match[]", m)]));
+        let data = self.api.call(Method::GET, &url, &[tenant], None).await?;
         Ok(Response::new(pb::RawResponse { data }))
     }
 }

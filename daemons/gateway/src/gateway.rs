@@ -33,6 +33,7 @@ use crate::ca::{Ca, CaError};
 use crate::capability::CapabilityService;
 use crate::cluster_driver::ExternalCluster;
 use crate::clusters::ClustersService;
+use crate::cortex_api::CortexApi;
 use crate::cortexadmin::CortexAdminService;
 use crate::cortexops::CortexOpsService;
 use crate::forward::HttpClient;
@@ -43,6 +44,7 @@ use crate::query::QueryProxy;
 use crate::rbac::RbacService;
 use crate::readers::Readers;
 use crate::remote_write::RemoteWriteService;
+use crate::rule_sync::RuleSync;
 use crate::settings::ListenerTls;
 use crate::settings::{GatewaySettings, Listen};
 use crate::state::{State, StateError};
@@ -198,6 +200,7 @@ impl Gateway {
             self.settings.limits,
             self.settings.status,
             Arc::clone(&self.metrics),
+            RuleSync::new(self.cortex_api(), self.state.clone(), Arc::clone(&self.metrics)),
         ))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
@@ -219,14 +222,7 @@ impl Gateway {
     pub fn management_services(&self) -> Routes {
         let check = interceptor(Arc::clone(&self.authenticator));
         let state = &self.state;
-        let admin = CortexAdminService::new(
-            self.readers.clone(),
-            self.client.clone(),
-            self.settings.upstream.apis(),
-            self.settings.upstream.tenant_header.clone(),
-            self.settings.query.timeout,
-            self.forward.clone(),
-        );
+        let admin = CortexAdminService::new(self.readers.clone(), self.cortex_api(), self.forward.clone());
         Routes::new(CapabilityServer::with_interceptor(
             CapabilityService::new(
                 state.clone(),
@@ -260,6 +256,15 @@ impl Gateway {
             self.settings.upstream.tenant_header.clone(),
             self.settings.query.clone(),
             Arc::clone(&self.metrics),
+        )
+    }
+
+    fn cortex_api(&self) -> CortexApi {
+        CortexApi::new(
+            self.client.clone(),
+            self.settings.upstream.apis(),
+            self.settings.upstream.tenant_header.clone(),
+            self.settings.query.timeout,
         )
     }
 

@@ -7,6 +7,7 @@ use opni_metrics_core::remote_write::ForwardResponse;
 use opni_metrics_transport::metrics::{Labels, RequestMetricNames, RequestMetrics};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -28,6 +29,12 @@ pub struct GatewayMetrics {
     pub query_duration: Family<Labels, Histogram, fn() -> Histogram>,
     /// Reader authentication failures, by reason.
     pub reader_auth_failures: Family<Labels, Counter>,
+    /// Rule groups of each cluster's last sync, by state (synced, refused, invalid).
+    pub rule_groups: Family<Labels, Gauge>,
+    /// When each cluster's rules last synced (seconds since the epoch).
+    pub rule_sync_last: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Rule syncs by cluster and result (ok, partial).
+    pub rule_syncs: Family<Labels, Counter>,
 }
 
 fn query_histogram() -> Histogram {
@@ -60,6 +67,9 @@ impl GatewayMetrics {
             query_requests: Family::default(),
             query_duration: Family::new_with_constructor(query_histogram as fn() -> Histogram),
             reader_auth_failures: Family::default(),
+            rule_groups: Family::default(),
+            rule_sync_last: Family::default(),
+            rule_syncs: Family::default(),
         };
         r.register(
             "remote_write_samples_written",
@@ -75,6 +85,13 @@ impl GatewayMetrics {
             m.query_duration.clone(),
         );
         r.register("reader_auth_failures", "Refused reader credentials by reason", m.reader_auth_failures.clone());
+        r.register("rule_groups", "Rule groups of each cluster's last rule sync by state", m.rule_groups.clone());
+        r.register(
+            "rule_sync_last_timestamp_seconds",
+            "When each cluster's rules last synced",
+            m.rule_sync_last.clone(),
+        );
+        r.register("rule_syncs", "Rule syncs by cluster and result", m.rule_syncs.clone());
         Arc::new(m)
     }
 
@@ -92,6 +109,17 @@ impl GatewayMetrics {
         let mut l = l;
         l.push(("code".to_owned(), code.to_string()));
         self.query_requests.get_or_create(&l).inc();
+    }
+
+    /// Records a cluster's rule sync.
+    pub fn rule_sync(&self, cluster: &ClusterId, s: &crate::rule_sync::RuleSyncStatus) {
+        let c = ("cluster".to_owned(), cluster.as_str().to_owned());
+        for (state, n) in [("synced", s.synced), ("refused", s.refused), ("invalid", s.invalid)] {
+            self.rule_groups.get_or_create(&vec![c.clone(), ("state".to_owned(), state.to_owned())]).set(i64::from(n));
+        }
+        self.rule_sync_last.get_or_create(&vec![c.clone()]).set(s.last_sync.as_millis() as f64 / 1000.0);
+        let result = if s.refused == 0 && s.invalid == 0 { "ok" } else { "partial" };
+        self.rule_syncs.get_or_create(&vec![c, ("result".to_owned(), result.to_owned())]).inc();
     }
 
     /// Counts a refused reader credential.

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::cluster_of;
 use crate::forward::{ForwardService, forward};
 use crate::metrics::GatewayMetrics;
+use crate::rule_sync::RuleSync;
 
 /// The `RemoteWrite` gRPC service.
 #[derive(Clone)]
@@ -21,6 +22,7 @@ pub(crate) struct RemoteWriteService {
     limits: Limits,
     status: StatusOptions,
     metrics: Arc<GatewayMetrics>,
+    rules: RuleSync,
 }
 
 impl std::fmt::Debug for RemoteWriteService {
@@ -36,8 +38,9 @@ impl RemoteWriteService {
         limits: Limits,
         status: StatusOptions,
         metrics: Arc<GatewayMetrics>,
+        rules: RuleSync,
     ) -> Self {
-        Self { forward, limits, status, metrics }
+        Self { forward, limits, status, metrics, rules }
     }
 
     fn refuse(&self, reason: &str) {
@@ -111,7 +114,7 @@ impl RemoteWrite for RemoteWriteService {
     }
 
     async fn sync_rules(&self, request: Request<SyncRulesRequest>) -> Result<Response<SyncRulesResponse>, Status> {
-        let _tenant = cluster_of(&request)?;
-        Err(Status::unimplemented("rule sync is not implemented by this gateway yet"))
+        let tenant = cluster_of(&request)?;
+        self.rules.sync(&tenant, request.into_inner()).await.map(Response::new)
     }
 }

@@ -36,6 +36,8 @@ pub(crate) const TASKS: &str = "tasks/uninstall/";
 pub(crate) const TOKENS: &str = "tokens/";
 /// Key of the upstream state (what node enablement follows).
 pub(crate) const UPSTREAM: &str = "upstream/state";
+/// Key prefix of rule sync status.
+pub(crate) const RULES: &str = "rules/status/";
 
 /// State errors.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +304,27 @@ impl State {
     /// Store errors.
     pub async fn put_task(&self, t: &UninstallTask) -> Result<(), StateError> {
         self.store.put(&format!("{TASKS}{}", t.cluster), encode(t), Precondition::None).await?;
+        Ok(())
+    }
+
+    /// The last rule sync of a cluster.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn rule_status(&self, id: &ClusterId) -> Result<Option<crate::rule_sync::RuleSyncStatus>, StateError> {
+        Ok(self.get(&format!("{RULES}{id}")).await?.map(|(s, _)| s))
+    }
+
+    /// Stores the last rule sync of a cluster.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn put_rule_status(
+        &self,
+        id: &ClusterId,
+        s: &crate::rule_sync::RuleSyncStatus,
+    ) -> Result<(), StateError> {
+        self.store.put(&format!("{RULES}{id}"), encode(s), Precondition::None).await?;
         Ok(())
     }
 

@@ -109,6 +109,10 @@ pub enum Command {
     /// Inspect and operate the upstream Cortex: statistics, status, rules, configuration.
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Rule groups the ruler holds per cluster: those synced from the cluster's agent (namespace
+    /// opni-synced, read-only here) and those users loaded (same as `admin rules`).
+    #[command(subcommand)]
+    Rules(RulesCmd),
     /// Access control: roles (which clusters), role bindings (who) and what a subject may read.
     #[command(subcommand)]
     Rbac(RbacCmd),

@@ -33,6 +33,24 @@ pub struct AgentConfig {
     pub remote_write: AgentRemoteWriteConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Rule discovery timing (what is discovered comes from the gateway's node spec).
+    pub rules: AgentRulesConfig,
+}
+
+/// Rule discovery timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct AgentRulesConfig {
+    /// How often rule files are read again (SIGHUP reads them at once).
+    pub poll_interval: PromDuration,
+    /// How often the complete set is sent to the gateway even when unchanged.
+    pub resync_interval: PromDuration,
+}
+
+impl Default for AgentRulesConfig {
+    fn default() -> Self {
+        Self { poll_interval: PromDuration::from_secs(10), resync_interval: PromDuration::from_secs(600) }
+    }
 }
 
 impl Default for AgentConfig {
@@ -45,6 +63,7 @@ impl Default for AgentConfig {
             gateway: GatewayConnConfig::default(),
             remote_write: AgentRemoteWriteConfig::default(),
             log: LogConfig::default(),
+            rules: AgentRulesConfig::default(),
         }
     }
 }
@@ -331,6 +350,8 @@ impl AgentConfig {
         a.gateway_server_name = gateway.server_name;
         a.channel = gateway.channel;
         a.data_dir.clone_from(&self.data_dir);
+        a.rules.poll_interval = positive("rules.pollInterval", self.rules.poll_interval)?;
+        a.rules.resync_interval = positive("rules.resyncInterval", self.rules.resync_interval)?;
         // the value checks live in the library, for the daemon and embedders alike
         a.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
         Ok(AgentPlan { settings: a, driver: self.driver.clone() })

@@ -12,17 +12,28 @@ fn text<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
-/// One row per group: cluster, namespace, group, rule count.
+/// One row per group: cluster, kind (synced from the agent, or loaded by users), namespace,
+/// group, rule count; synced groups first.
 fn show_groups(data: &Value) {
     let groups = data.get("groups").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
     if groups.is_empty() {
         eprintln!("no rule groups");
         return;
     }
-    let mut rows = vec![["CLUSTER", "NAMESPACE", "GROUP", "RULES"].map(String::from).to_vec()];
-    for g in groups {
+    let synced = opni_metrics_core::rules::SYNCED_NAMESPACE;
+    let mut sorted: Vec<&Value> = groups.iter().collect();
+    sorted.sort_by_key(|g| (text(g, "tenant"), text(g, "file") != synced, text(g, "file"), text(g, "name")));
+    let mut rows = vec![["CLUSTER", "KIND", "NAMESPACE", "GROUP", "RULES"].map(String::from).to_vec()];
+    for g in sorted {
         let n = g.get("rules").and_then(Value::as_array).map_or(0, Vec::len);
-        rows.push(vec![text(g, "tenant").into(), text(g, "file").into(), text(g, "name").into(), n.to_string()]);
+        let kind = if text(g, "file") == synced { "synced" } else { "user" };
+        rows.push(vec![
+            text(g, "tenant").into(),
+            kind.into(),
+            text(g, "file").into(),
+            text(g, "name").into(),
+            n.to_string(),
+        ]);
     }
     table(&rows);
 }
