@@ -269,7 +269,8 @@ async fn run(
         RemoteWriteClient::new(channel).max_decoding_message_size(16 << 20).max_encoding_message_size(16 << 20);
     let backoff = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30), jitter: 0.3 };
     let mut rng = Rng::new(u64::from(std::process::id()));
-    let mut last_sent: Option<(String, tokio::time::Instant)> = None;
+    // what was last sent (the valid set's digest and the invalid reports) and when
+    let mut last_sent: Option<(String, Vec<RuleGroupError>, tokio::time::Instant)> = None;
     let mut last_reported: Option<Built> = None;
     let mut failures = 0u32;
     #[cfg_attr(not(feature = "kubernetes"), allow(unused_mut, unused_variables))]
@@ -307,9 +308,10 @@ async fn run(
                     metrics.rule_groups(built.groups.len(), built.invalid.len());
                     last_reported = Some(built.clone());
                 }
-                let due = last_sent
-                    .as_ref()
-                    .is_none_or(|(d, at)| *d != built.digest || at.elapsed() >= settings.resync_interval);
+                // the invalid reports count too: they are what capability status shows
+                let due = last_sent.as_ref().is_none_or(|(d, inv, at)| {
+                    *d != built.digest || *inv != built.invalid || at.elapsed() >= settings.resync_interval
+                });
                 if due {
                     let req = SyncRulesRequest {
                         groups: built.groups.clone(),
@@ -335,7 +337,8 @@ async fn run(
                                 invalid = built.invalid.len(),
                                 "rules synced"
                             );
-                            last_sent = Some((built.digest.clone(), tokio::time::Instant::now()));
+                            last_sent =
+                                Some((built.digest.clone(), built.invalid.clone(), tokio::time::Instant::now()));
                         }
                         Err(s) => {
                             failures = failures.saturating_add(1);
@@ -343,7 +346,8 @@ async fn run(
                             wait = backoff.delay(failures, rng.next_u64());
                             if s.code() == tonic::Code::InvalidArgument {
                                 // the whole set was refused; try again at the resync interval
-                                last_sent = Some((built.digest.clone(), tokio::time::Instant::now()));
+                                last_sent =
+                                    Some((built.digest.clone(), built.invalid.clone(), tokio::time::Instant::now()));
                                 wait = settings.poll_interval;
                             }
                             tracing::warn!(code = ?s.code(), error = %s.message(), retry_in = ?wait, "rule sync failed");
