@@ -184,6 +184,21 @@ async fn rule_files_reach_the_ruler_under_the_agents_tenant() {
     let m = opni_metrics_tests::http::get(&format!("http://{}/metrics", gw.http_addr)).await.unwrap().text();
     assert!(m.contains(&format!("opni_gateway_rule_groups{{cluster=\"{CLUSTER}\",state=\"invalid\"}} 6")), "{m}");
 
+    // the CLI shows what the ruler holds for the cluster, synced and user groups apart
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_opni-metrics"))
+        .arg(format!("--address={}", gw.management_addr))
+        .arg(format!("--token-file={}", certs.dir.path().join("gateway/admin.token").display()))
+        .args(["rules", "list", "--cluster", CLUSTER])
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout).into_owned();
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "{table}");
+    assert!(rows[..3].iter().all(|r| r.contains(" synced ") && r.contains(SYNCED_NAMESPACE)), "{table}");
+    assert!(rows[3].contains(" user ") && rows[3].contains("team") && rows[3].contains("mine"), "{table}");
+
     // removed: its groups disappear; the user's group stays
     std::fs::remove_file(rules_dir.path().join("node.yml")).unwrap();
     until_synced(&cortex, "the removed file's groups are deleted", |s| s.len() == 1).await;
