@@ -65,6 +65,7 @@ struct Inner {
     series: BTreeMap<String, BTreeSet<String>>,
     flushes: u64,
     fail: Option<u16>,
+    fail_next: Vec<u16>,
 }
 
 /// The running test upstream.
@@ -162,6 +163,12 @@ impl CortexUpstream {
         self.lock().fail = status;
     }
 
+    /// Answers the next requests (except push) with these statuses, one each (0: normally),
+    /// then normally.
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.lock().fail_next = statuses.to_vec();
+    }
+
     /// Flushes received.
     pub fn flushes(&self) -> u64 {
         self.lock().flushes
@@ -217,7 +224,11 @@ async fn record(
     let fail = {
         let mut i = up.lock();
         i.seen.push(seen);
-        i.fail
+        if req.uri().path() != "/api/v1/push" && !i.fail_next.is_empty() {
+            Some(i.fail_next.remove(0)).filter(|c| *c != 0)
+        } else {
+            i.fail
+        }
     };
     if let Some(code) = fail
         && req.uri().path() != "/api/v1/push"

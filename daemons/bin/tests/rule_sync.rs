@@ -227,6 +227,7 @@ async fn rule_files_reach_the_ruler_under_the_agents_tenant() {
         source: "crafted".into(),
         yaml: yaml.as_bytes().to_vec().into(),
     };
+    let channel2 = channel.clone();
     let resp = RemoteWriteClient::new(channel)
         .sync_rules(SyncRulesRequest {
             groups: vec![
@@ -252,6 +253,33 @@ async fn rule_files_reach_the_ruler_under_the_agents_tenant() {
     assert_eq!(cortex.rules(other).keys().collect::<Vec<_>>(), [SYNCED_NAMESPACE]);
     assert!(cortex.rules(CLUSTER)["team"].contains_key("mine"));
     assert_eq!(synced(&cortex, CLUSTER).len(), 1, "the first cluster's groups are untouched");
+
+    // a ruler answering 503 twice: the gateway retries with back-off and the group arrives;
+    // a 400 for one group refuses that group only
+    cortex.fail_next(&[503, 503]);
+    let mut rw = RemoteWriteClient::new(channel2);
+    let ok = |n: &str| group(n, &format!("name: {n}\nrules:\n- record: x:y\n  expr: up\n"));
+    let resp = rw
+        .sync_rules(SyncRulesRequest { groups: vec![ok("ok"), ok("second")], invalid: vec![], digest: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((resp.applied, resp.unchanged, resp.errors.len()), (1, 1, 0), "{resp:?}");
+    // the listing answers normally, then the one POST (of "third", the others are unchanged) gets 400
+    cortex.fail_next(&[0, 400]);
+    let resp = rw
+        .sync_rules(SyncRulesRequest {
+            groups: vec![ok("ok"), ok("second"), ok("third")],
+            invalid: vec![],
+            digest: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.errors.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["third"], "{resp:?}");
+    assert!(resp.errors[0].message.contains("refused"), "{resp:?}");
+    assert_eq!(resp.applied, 0);
+    assert!(cortex.rules(other)[SYNCED_NAMESPACE].contains_key("second"));
 
     tasks.shutdown(Duration::from_secs(1)).await;
     agent.shutdown().await;
