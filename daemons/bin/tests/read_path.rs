@@ -25,25 +25,11 @@ use serde_json::json;
 const A: &str = "cluster-a";
 const B: &str = "cluster-b";
 
-type Authed = tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Auth>;
-
-/// Sends `authorization: Bearer <credential>`.
-#[derive(Clone)]
-struct Auth(String);
-
-impl tonic::service::Interceptor for Auth {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", format!("Bearer {}", self.0).parse().unwrap());
-        Ok(r)
-    }
-}
-
-async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
-}
-
-async fn rbac_client(addr: std::net::SocketAddr, token: &str) -> RbacClient<Authed> {
-    RbacClient::with_interceptor(channel(addr).await, Auth(token.to_owned()))
+async fn rbac_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> RbacClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, common::BearerAuth>> {
+    RbacClient::with_interceptor(common::management_channel(addr).await, common::BearerAuth(token.to_owned()))
 }
 
 /// `promtool query <kind> <server> <expr> [flags]`, trusting `ca`; stdout or the failure.

@@ -84,16 +84,10 @@ async fn rule_files_reach_the_ruler_under_the_agents_tenant() {
     state.put_default_spec(&spec, Some(rev)).await.unwrap();
 
     // a user's own group, loaded through CortexAdmin into another namespace
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.management_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", gw.admin_token).parse().unwrap();
-    let mut admin = CortexAdminClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", token.clone());
-        Ok(r)
-    });
+    let mut admin = CortexAdminClient::with_interceptor(
+        common::management_channel(gw.management_addr).await,
+        common::BearerAuth(gw.admin_token.clone()),
+    );
     let user_group = "name: mine\nrules:\n- record: my:up\n  expr: up\n";
     admin
         .load_rules(admin_pb::LoadRulesRequest {
@@ -159,18 +153,9 @@ async fn rule_files_reach_the_ruler_under_the_agents_tenant() {
     assert!(message_of("latin1.yml").contains("not UTF-8"));
     assert!(message_of("huge.yml").contains("at most"));
     // capability status shows it as a condition
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.management_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let token: tonic::metadata::MetadataValue<_> = format!("Bearer {}", gw.admin_token).parse().unwrap();
     let mut cap = opni_metrics_proto::capability::v1::capability_client::CapabilityClient::with_interceptor(
-        ch,
-        move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", token.clone());
-            Ok(r)
-        },
+        common::management_channel(gw.management_addr).await,
+        common::BearerAuth(gw.admin_token.clone()),
     );
     let s = cap
         .status(opni_metrics_proto::capability::v1::StatusRequest { cluster: CLUSTER.into() })

@@ -297,3 +297,19 @@ impl GatewayProcess {
         Self { proc, grpc, http, mgmt, dir: state }
     }
 }
+
+/// Adds `authorization: Bearer <credential>` to every call.
+#[derive(Clone)]
+pub struct BearerAuth(pub String);
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", format!("Bearer {}", self.0).parse().unwrap());
+        Ok(r)
+    }
+}
+
+/// A plain-text channel to a management listener.
+pub async fn management_channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
+}
