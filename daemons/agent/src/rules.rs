@@ -309,9 +309,14 @@ async fn run(
                     last_reported = Some(built.clone());
                 }
                 // the invalid reports count too: they are what capability status shows
-                let due = last_sent.as_ref().is_none_or(|(d, inv, at)| {
-                    *d != built.digest || *inv != built.invalid || at.elapsed() >= settings.resync_interval
-                });
+                let due = match &last_sent {
+                    // nothing configured and nothing sent yet by this agent: nothing to say
+                    // (agents of upstreams without a ruler never call it)
+                    None => !(found.is_empty() && built.groups.is_empty()),
+                    Some((d, inv, at)) => {
+                        *d != built.digest || *inv != built.invalid || at.elapsed() >= settings.resync_interval
+                    }
+                };
                 if due {
                     let req = SyncRulesRequest {
                         groups: built.groups.clone(),
@@ -344,8 +349,9 @@ async fn run(
                             failures = failures.saturating_add(1);
                             metrics.rule_sync("failed");
                             wait = backoff.delay(failures, rng.next_u64());
-                            if s.code() == tonic::Code::InvalidArgument {
-                                // the whole set was refused; try again at the resync interval
+                            if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition) {
+                                // the whole set was refused, or the upstream has no ruler: try
+                                // again when the set changes or at the resync interval
                                 last_sent =
                                     Some((built.digest.clone(), built.invalid.clone(), tokio::time::Instant::now()));
                                 wait = settings.poll_interval;

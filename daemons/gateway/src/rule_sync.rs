@@ -135,7 +135,15 @@ impl RuleSync {
             Ok(b) => b,
             // Cortex answers 404 when the tenant has no group in the namespace
             Err(e) if e.code() == Code::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(e),
+            Err(e) if matches!(e.code(), Code::Unavailable | Code::DeadlineExceeded) => return Err(e),
+            // anything else: this upstream has no usable ruler API (not Cortex or Mimir, or the
+            // ruler API is disabled); retrying soon would not help
+            Err(e) => {
+                return Err(Status::failed_precondition(format!(
+                    "the upstream's ruler API cannot list rule groups: {}",
+                    e.message()
+                )));
+            }
         };
         let text = std::str::from_utf8(&body).map_err(|_| Status::unavailable("the ruler's listing is not UTF-8"))?;
         let listing: BTreeMap<String, Vec<Value>> = serde_saphyr::from_str(text)
