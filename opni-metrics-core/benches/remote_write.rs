@@ -13,7 +13,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opni_metrics_core::duration::PromDuration;
 use opni_metrics_core::node::{DisabledReason, NodeConfig};
 use opni_metrics_core::remote_write::{
-    Limits, Outcome, RequestHead, StatusOptions, check, check_content_length, check_well_formed, classify,
+    Limits, Outcome, RequestHead, StatusOptions, Version, check, check_content_length, check_well_formed, classify,
+    validate_body,
 };
 use opni_metrics_core::spec::{MetricsCapabilitySpec, ScrapeJob};
 
@@ -131,6 +132,17 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let n = dec.decompress(black_box(&body), &mut out).expect("decompress");
             check_well_formed(&out[..n])
+        })
+    });
+    // the semantic checks of validate mode on top (labels, samples, histograms)
+    assert!(validate_body(&raw, Version::V1).is_ok());
+    g.bench_function("validate_body/500_samples", |b| b.iter(|| validate_body(black_box(&raw), Version::V1)));
+    g.bench_function("decompress+check_well_formed+validate_body/500_samples", |b| {
+        let mut out = vec![0; raw.len()];
+        let mut dec = snap::raw::Decoder::new();
+        b.iter(|| {
+            let n = dec.decompress(black_box(&body), &mut out).expect("decompress");
+            check_well_formed(&out[..n]).and(Ok(validate_body(&out[..n], Version::V1)))
         })
     });
     g.finish();

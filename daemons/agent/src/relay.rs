@@ -13,8 +13,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use opni_metrics_core::remote_write::{
-    CheckError, Checked, Limits, Outcome, RequestHead, StatusOptions, check, check_content_length, check_well_formed,
-    classify,
+    CheckError, Checked, Limits, Outcome, RequestHead, StatusOptions, Version, check, check_content_length,
+    check_well_formed, classify, validate_body,
 };
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_proto::remote::v1::{PushRequest, PushResponse};
@@ -206,13 +206,13 @@ impl Inner {
             Err(_) => return self.refuse("body", StatusCode::SERVICE_UNAVAILABLE, "the body did not arrive in time\n"),
         };
         let head = RequestHead { content_type: content_type.as_deref(), content_encoding: content_encoding.as_deref() };
-        match check(&head, &body, limits) {
+        let protocol = match check(&head, &body, limits) {
             Err(e) => return self.refused(&e),
             Ok(Checked::Empty) => return text(StatusCode::NO_CONTENT, Bytes::new()),
-            Ok(Checked::Body { .. }) => {}
-        }
+            Ok(Checked::Body { version, .. }) => version,
+        };
         if self.settings.validate
-            && let Err(msg) = validate(&body)
+            && let Err(msg) = validate(&body, protocol)
         {
             return self.refuse("invalid", StatusCode::BAD_REQUEST, msg);
         }
@@ -305,9 +305,11 @@ impl Inner {
     }
 }
 
-/// The optional deep check: decompress (within the checked declared size) and walk the
-/// protobuf structure.
-fn validate(body: &[u8]) -> Result<(), String> {
+/// The optional deep check: decompress (within the checked declared size), walk the protobuf
+/// structure, then check what the remote-write specification of `version` says a receiver must
+/// refuse; the answer names the first problem.
+fn validate(body: &[u8], version: Version) -> Result<(), String> {
     let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| format!("corrupt snappy body: {e}\n"))?;
-    check_well_formed(&raw).map_err(|e| format!("body is not a protobuf message: {e}\n"))
+    check_well_formed(&raw).map_err(|e| format!("body is not a protobuf message: {e}\n"))?;
+    validate_body(&raw, version).map_err(|e| format!("invalid remote-write request: {e}\n"))
 }

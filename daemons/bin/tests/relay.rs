@@ -196,6 +196,24 @@ async fn validate_mode_refuses_corrupt_bodies() {
     let not_proto = snap::raw::Encoder::new().compress_vec(&[0x0f, 0x01, 0x02]).unwrap();
     let r = push(&stack.push_url(), not_proto).await.unwrap();
     assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+    // well-formed protobuf that the remote-write spec says a receiver must refuse: the answer
+    // names the first problem
+    use opni_metrics_tests::rw::{Label, Sample, TimeSeries, WriteRequest, encode};
+    let series = |labels: &[(&str, &str)]| WriteRequest {
+        timeseries: vec![TimeSeries {
+            labels: labels.iter().map(|(n, v)| Label { name: (*n).into(), value: (*v).into() }).collect(),
+            samples: vec![Sample { value: 1.0, timestamp: 1_700_000_000_000 }],
+        }],
+    };
+    for (labels, words) in [
+        (&[("__name__", "m"), ("b", "1"), ("a", "2")][..], "timeseries[0].labels[2].name: labels are not sorted"),
+        (&[("job", "x")][..], "timeseries[0].labels: no __name__ label"),
+        (&[("__name__", "m"), ("a-b", "1")][..], "is not a valid label name"),
+    ] {
+        let r = push(&stack.push_url(), encode(&series(labels))).await.unwrap();
+        assert_eq!(r.status.as_u16(), 400, "{}", r.text());
+        assert!(r.text().contains(words), "{}", r.text());
+    }
     assert!(stack.upstream.requests().is_empty());
     assert_eq!(push(&stack.push_url(), body(3)).await.unwrap().status.as_u16(), 204);
 }
