@@ -3,4 +3,5 @@
 
 pub mod agent;
 pub mod gateway;
+pub mod gateway_kube;
 pub mod readers;

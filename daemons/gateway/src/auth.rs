@@ -36,6 +36,17 @@ pub fn cluster_of<T>(req: &Request<T>) -> Result<ClusterId, Status> {
     PeerIdentity::cluster_of(req)
 }
 
+/// The interceptor of the agent-facing services that need an identity (`RemoteWrite`,
+/// `NodeSync`): a request without one is refused on its headers, before its message is read,
+/// so a stranger cannot make the gateway buffer a message.
+///
+/// # Errors
+/// `UNAUTHENTICATED`.
+#[allow(clippy::result_large_err)] // tonic's interceptor signature
+pub(crate) fn require_identity(req: Request<()>) -> Result<Request<()>, Status> {
+    cluster_of(&req).map(|_| req)
+}
+
 /// Admits or refuses management calls. Runs before the message is handled.
 pub trait Authenticator: Send + Sync + 'static {
     /// `Ok` admits the call; the `Status` is returned to the caller otherwise.

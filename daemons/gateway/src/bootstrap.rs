@@ -58,6 +58,37 @@ pub(crate) struct BootstrapService {
     ca: Arc<Ca>,
     public: bool,
     cert_validity: Duration,
+    limiter: Option<Arc<JoinLimiter>>,
+}
+
+/// `Join` attempts per peer address: a token bucket of `per_minute` refilled evenly.
+struct JoinLimiter {
+    per_minute: u32,
+    buckets: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+}
+
+/// Peers tracked at most; beyond, full buckets are forgotten first.
+const MAX_TRACKED_PEERS: usize = 65_536;
+
+impl JoinLimiter {
+    /// Takes one attempt for `ip`, or says how long until one is available.
+    fn take(&self, ip: std::net::IpAddr, now: std::time::Instant) -> Result<(), Duration> {
+        let cap = f64::from(self.per_minute);
+        let per_sec = cap / 60.0;
+        let mut b = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if b.len() >= MAX_TRACKED_PEERS {
+            b.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() * per_sec < cap);
+        }
+        let (tokens, at) = b.entry(ip).or_insert((cap, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(cap);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / per_sec))
+        }
+    }
 }
 
 impl std::fmt::Debug for BootstrapService {
@@ -69,7 +100,13 @@ impl std::fmt::Debug for BootstrapService {
 impl BootstrapService {
     /// The service; `public` limits it to `Join`.
     pub(crate) fn new(state: State, ca: Arc<Ca>, public: bool, cert_validity: Duration) -> Self {
-        Self { state, ca, public, cert_validity }
+        Self { state, ca, public, cert_validity, limiter: None }
+    }
+
+    /// Limits `Join` to `per_minute` attempts per peer address.
+    pub(crate) fn with_join_rate(mut self, per_minute: u32) -> Self {
+        self.limiter = Some(Arc::new(JoinLimiter { per_minute, buckets: Default::default() }));
+        self
     }
 
     fn management(&self) -> Result<(), Status> {
@@ -93,29 +130,39 @@ impl BootstrapService {
     }
 
     /// Checks a token and counts one use; returns its labels.
-    async fn consume(&self, token: &str) -> Result<BTreeMap<String, String>, Status> {
+    /// The token if it is usable now: known, the secret matching (compared in constant time),
+    /// not expired, uses left. Reads only.
+    async fn usable(&self, token: &str) -> Result<(StoredToken, opni_metrics_core::Revision), Status> {
         let Some((id, secret)) = token.split_once('.') else {
             return Err(Status::invalid_argument("token: expected <id>.<secret>"));
         };
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) || secret.len() > 256 {
             return Err(Status::invalid_argument("token: expected <id>.<secret>"));
         }
+        let Some((t, rev)) = self.state.token(id).await.map_err(status)? else {
+            return Err(Status::unauthenticated("unknown or revoked bootstrap token"));
+        };
+        let given = sha256(secret);
+        let same = given.len() == t.secret_sha256.len()
+            && given.bytes().zip(t.secret_sha256.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if !same {
+            return Err(Status::unauthenticated("unknown or revoked bootstrap token"));
+        }
+        if now() >= t.expires_at {
+            return Err(Status::permission_denied("bootstrap token has expired"));
+        }
+        if t.max_uses > 0 && t.uses >= t.max_uses {
+            return Err(Status::permission_denied(format!(
+                "bootstrap token has been used {} of {} times",
+                t.uses, t.max_uses
+            )));
+        }
+        Ok((t, rev))
+    }
+
+    async fn consume(&self, token: &str) -> Result<BTreeMap<String, String>, Status> {
         loop {
-            let Some((mut t, rev)) = self.state.token(id).await.map_err(status)? else {
-                return Err(Status::unauthenticated("unknown or revoked bootstrap token"));
-            };
-            if sha256(secret) != t.secret_sha256 {
-                return Err(Status::unauthenticated("unknown or revoked bootstrap token"));
-            }
-            if now() >= t.expires_at {
-                return Err(Status::permission_denied("bootstrap token has expired"));
-            }
-            if t.max_uses > 0 && t.uses >= t.max_uses {
-                return Err(Status::permission_denied(format!(
-                    "bootstrap token has been used {} of {} times",
-                    t.uses, t.max_uses
-                )));
-            }
+            let (mut t, rev) = self.usable(token).await?;
             t.uses += 1;
             if self.state.replace_token(&t, rev).await.map_err(status)? {
                 return Ok(t.labels);
@@ -177,7 +224,19 @@ impl Bootstrap for BootstrapService {
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        if let (Some(limiter), Some(peer)) = (&self.limiter, crate::auth::peer_addr(&request))
+            && let Err(wait) = limiter.take(peer.ip(), std::time::Instant::now())
+        {
+            return Err(Status::resource_exhausted(format!(
+                "too many Join attempts from {}; retry in {}s",
+                peer.ip(),
+                wait.as_secs().max(1)
+            )));
+        }
         let r = request.into_inner();
+        // the token first: a caller without a usable one learns nothing (whether the cluster
+        // exists) and costs no CA work
+        self.usable(&r.token).await?;
         let id = if r.cluster_id.is_empty() {
             ClusterId::new(format!("cluster-{}", random_hex(4)?)).map_err(|e| e.into_status())?
         } else {

@@ -17,17 +17,18 @@ use opni_metrics_proto::node::v1::node_sync_server::NodeSyncServer;
 use opni_metrics_proto::nodeconfig::v1::node_configuration_server::NodeConfigurationServer;
 use opni_metrics_proto::remote::v1::remote_write_server::RemoteWriteServer;
 use opni_metrics_transport::Tasks;
-use opni_metrics_transport::grpc::tls_incoming;
+use opni_metrics_transport::grpc::{IncomingLimits, tls_incoming, tls_incoming_limited};
 use opni_metrics_transport::http::{self as http_server, ServerOptions};
 use opni_metrics_transport::ops::Ops;
 use opni_metrics_transport::tls::{TlsError, TlsFiles};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
-use crate::auth::{AdminToken, Authenticator, interceptor};
+use crate::auth::{AdminToken, Authenticator, interceptor, require_identity};
 use crate::bootstrap::BootstrapService;
 use crate::ca::{Ca, CaError};
 use crate::capability::CapabilityService;
@@ -195,6 +196,7 @@ impl Gateway {
     /// [`AgentIdentity`](crate::auth::AgentIdentity) into each request.
     pub fn agent_services(&self) -> Routes {
         let max_msg = self.settings.limits.max_body_bytes + 64 * 1024;
+        // the identity is checked on the request's headers, before its message is read
         let remote = RemoteWriteServer::new(RemoteWriteService::new(
             self.forward.clone(),
             self.settings.limits,
@@ -204,14 +206,16 @@ impl Gateway {
         ))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
-        let node_sync =
-            NodeSyncServer::new(NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses)));
-        let join = BootstrapServer::new(BootstrapService::new(
-            self.state.clone(),
-            Arc::clone(&self.ca),
-            true,
-            self.settings.cert_validity,
-        ));
+        let remote = InterceptedService::new(remote, require_identity);
+        let node_sync = InterceptedService::new(
+            NodeSyncServer::new(NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses))),
+            require_identity,
+        );
+        let join = BootstrapServer::new(
+            BootstrapService::new(self.state.clone(), Arc::clone(&self.ca), true, self.settings.cert_validity)
+                .with_join_rate(self.settings.join_rate_per_minute),
+        )
+        .max_decoding_message_size(64 * 1024);
         Routes::new(remote).add_service(node_sync).add_service(join)
     }
 
@@ -297,8 +301,11 @@ impl Gateway {
         let serving = serving_files(s, &self.ca)?;
         let tls = serving.watch(Duration::from_secs(5), |f| f.server_config_with(true), &self.tasks)?;
         let metrics = Arc::clone(&self.metrics);
+        let mut limits = IncomingLimits::with_handshake_timeout(s.handshake_timeout);
+        limits.max_handshakes = s.max_handshakes;
+        limits.max_connections = s.max_connections;
         let incoming =
-            tls_incoming(&self.tasks, listeners.grpc, tls, s.handshake_timeout, move |kind| metrics.tls_failure(kind));
+            tls_incoming_limited(&self.tasks, listeners.grpc, tls, limits, move |kind| metrics.tls_failure(kind));
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<RemoteWriteServer<RemoteWriteService>>().await;
         health_reporter.set_serving::<NodeSyncServer<NodeSyncService>>().await;
@@ -309,6 +316,7 @@ impl Gateway {
         };
         let token = self.tasks.token();
         let agent = tonic::transport::Server::builder()
+            .timeout(s.rpc_timeout)
             .max_connection_age(s.max_connection_age)
             .max_connection_age_grace(Duration::from_secs(30))
             .http2_keepalive_interval(Some(Duration::from_secs(20)))

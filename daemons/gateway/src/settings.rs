@@ -292,6 +292,17 @@ pub struct GatewaySettings {
     pub max_connection_age: Duration,
     /// Longest TLS handshake. Default 10 s.
     pub handshake_timeout: Duration,
+    /// Most TLS handshakes in progress on the agent-facing listener; more connections are
+    /// closed at once. Default 256.
+    pub max_handshakes: usize,
+    /// Most open agent-facing connections; more are closed at once. Default 10,000.
+    pub max_connections: usize,
+    /// Deadline of every agent-facing RPC on the server (the time until its answer starts; a
+    /// notification stream is not cut). Default 30 s; above `upstream.timeout`.
+    pub rpc_timeout: Duration,
+    /// `Join` attempts allowed per peer address per minute (a burst of this many, refilled
+    /// evenly). Default 10.
+    pub join_rate_per_minute: u32,
     /// The upstream.
     pub upstream: UpstreamSettings,
     /// Remote-write body limits.
@@ -321,6 +332,10 @@ impl Default for GatewaySettings {
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             max_connection_age: Duration::from_secs(3600),
             handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
+            max_connections: 10_000,
+            rpc_timeout: Duration::from_secs(30),
+            join_rate_per_minute: 10,
             upstream: UpstreamSettings::default(),
             limits: Limits::default(),
             status: StatusOptions { rate_limit_as_503: false, local_retry_after: Some(Duration::from_secs(1)) },
@@ -372,6 +387,12 @@ impl GatewaySettings {
             if d.is_zero() {
                 return Err(invalid(field, "must be above 0s"));
             }
+        }
+        if self.max_handshakes == 0 || self.max_connections == 0 || self.join_rate_per_minute == 0 {
+            return Err(invalid("grpc.maxConnections", "connection, handshake and join limits must be at least 1"));
+        }
+        if self.rpc_timeout <= self.upstream.timeout {
+            return Err(invalid("grpc.requestTimeout", "must be above upstream.timeout, or every slow push is cut"));
         }
         if self.server_names.is_empty() {
             return Err(invalid("bootstrap.serverNames", "must name at least one DNS name or IP address"));

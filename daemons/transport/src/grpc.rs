@@ -50,6 +50,8 @@ impl PeerIdentity {
 pub struct TlsConn {
     inner: TlsStream<TcpStream>,
     identity: PeerIdentity,
+    /// The connection's slot under the connection cap, freed when it is dropped.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Connected for TlsConn {
@@ -87,6 +89,31 @@ impl AsyncWrite for TlsConn {
     }
 }
 
+/// Limits of a TLS listener: what a stranger can make it spend before any identity is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IncomingLimits {
+    /// Longest TLS handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Most handshakes in progress at once; connections beyond are closed at once. Default 256.
+    pub max_handshakes: usize,
+    /// Most open connections; connections beyond are closed at once. Default 10,000.
+    pub max_connections: usize,
+}
+
+impl Default for IncomingLimits {
+    fn default() -> Self {
+        Self { handshake_timeout: Duration::from_secs(10), max_handshakes: 256, max_connections: 10_000 }
+    }
+}
+
+impl IncomingLimits {
+    /// The defaults with this handshake timeout.
+    pub fn with_handshake_timeout(handshake_timeout: Duration) -> Self {
+        Self { handshake_timeout, ..Self::default() }
+    }
+}
+
 /// Accepts TCP connections on `listener` and completes TLS handshakes concurrently (each within
 /// `handshake_timeout`), yielding verified connections. Failed handshakes are logged and
 /// counted by `on_failure`, never yielded. The current config of `tls` is used for every new
@@ -98,8 +125,24 @@ pub fn tls_incoming(
     handshake_timeout: Duration,
     on_failure: impl Fn(&str) + Send + Sync + 'static,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    tls_incoming_limited(tasks, listener, tls, IncomingLimits::with_handshake_timeout(handshake_timeout), on_failure)
+}
+
+/// [`tls_incoming`] with [`IncomingLimits`]: a connection over the connection cap, or arriving
+/// while the handshake cap is reached, is closed at once (counted by `on_failure` as
+/// `connection_limit` / `handshake_limit`), so a flood of strangers costs a closed socket each,
+/// not memory or a queue. A connection holds its slot until it is dropped.
+pub fn tls_incoming_limited(
+    tasks: &crate::Tasks,
+    listener: TcpListener,
+    tls: watch::Receiver<Arc<ServerConfig>>,
+    limits: IncomingLimits,
+    on_failure: impl Fn(&str) + Send + Sync + 'static,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let on_failure = Arc::new(on_failure);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(limits.max_handshakes));
     tasks.spawn("tls-accept", async move {
         loop {
             let (tcp, remote_addr) = tokio::select! {
@@ -113,16 +156,28 @@ pub fn tls_incoming(
                 },
                 () = tx.closed() => return,
             };
+            let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
+                tracing::debug!(peer = %remote_addr, "connection limit reached; closing");
+                on_failure("connection_limit");
+                continue;
+            };
+            let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
+                tracing::debug!(peer = %remote_addr, "handshake limit reached; closing");
+                on_failure("handshake_limit");
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.borrow()));
             let tx = tx.clone();
             let on_failure = Arc::clone(&on_failure);
             tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                let result = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
+                drop(handshake);
+                match result {
                     Ok(Ok(inner)) => {
                         let chain = inner.get_ref().1.peer_certificates().unwrap_or(&[]);
                         let identity = PeerIdentity { cluster: peer_cluster_id(chain), remote_addr };
-                        let _ = tx.send(Ok(TlsConn { inner, identity })).await;
+                        let _ = tx.send(Ok(TlsConn { inner, identity, _slot: slot })).await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(peer = %remote_addr, error = %e, "TLS handshake failed");

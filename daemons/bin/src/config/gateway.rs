@@ -13,11 +13,12 @@ use serde::Deserialize;
 use opni_metrics_gateway::cluster_driver::TenantDeletion;
 use opni_metrics_gateway::sync::SyncTiming;
 use opni_metrics_gateway::{GatewaySettings, Listen, UpstreamSettings};
-use opni_metrics_kube::lease::LeaseSettings;
 use opni_metrics_store::StoreConfig;
 use opni_metrics_transport::tls::TlsFiles;
 
 use crate::{ConfigError, LogFormat};
+
+pub use super::gateway_kube::{KubePlan, KubernetesConfig, LeaseConfig};
 
 /// The gateway's config file (YAML, camelCase keys). Every field has a default.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,62 +51,6 @@ pub struct GatewayConfig {
     pub query: super::readers::QueryConfig,
     /// How readers (query proxy, CortexAdmin) authenticate.
     pub readers: super::readers::ReadersConfig,
-}
-
-/// The gateway on Kubernetes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct KubernetesConfig {
-    /// A kubeconfig file; inferred when absent (in-cluster service account, `KUBECONFIG`).
-    pub kubeconfig: Option<PathBuf>,
-    /// Namespace of the MonitoringCluster, its objects and the Lease; the client's when absent.
-    pub namespace: Option<String>,
-    /// Name of the MonitoringCluster CortexOps writes.
-    pub monitoring_cluster: String,
-    /// Run the MonitoringCluster controller (only while holding the Lease).
-    pub controller: bool,
-    /// This replica's identity in the Lease (the pod name); the host name when absent.
-    pub identity: Option<String>,
-    /// The Lease.
-    pub lease: LeaseConfig,
-}
-
-impl Default for KubernetesConfig {
-    fn default() -> Self {
-        Self {
-            kubeconfig: None,
-            namespace: None,
-            monitoring_cluster: "opni".into(),
-            controller: true,
-            identity: None,
-            lease: LeaseConfig::default(),
-        }
-    }
-}
-
-/// Leader election timing.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-pub struct LeaseConfig {
-    /// Lease name.
-    pub name: String,
-    /// How long a lease is valid after its last renewal.
-    pub lease_duration: PromDuration,
-    /// How long the leader keeps trying to renew before it stops (below `leaseDuration`).
-    pub renew_deadline: PromDuration,
-    /// Time between attempts.
-    pub retry_period: PromDuration,
-}
-
-impl Default for LeaseConfig {
-    fn default() -> Self {
-        Self {
-            name: "opni-metrics-gateway".into(),
-            lease_duration: PromDuration::from_secs(15),
-            renew_deadline: PromDuration::from_secs(10),
-            retry_period: PromDuration::from_secs(2),
-        }
-    }
 }
 
 impl Default for GatewayConfig {
@@ -172,6 +117,8 @@ pub struct BootstrapConfig {
     pub cert_validity: PromDuration,
     /// Names (DNS or IP) on the gateway's certificate when the embedded CA issues it.
     pub server_names: Vec<String>,
+    /// `Join` attempts allowed per peer address per minute.
+    pub join_rate_per_minute: u32,
 }
 
 impl Default for BootstrapConfig {
@@ -179,6 +126,7 @@ impl Default for BootstrapConfig {
         Self {
             cert_validity: PromDuration::from_secs(365 * 24 * 3600),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            join_rate_per_minute: 10,
         }
     }
 }
@@ -197,6 +145,12 @@ pub struct GrpcConfig {
     pub max_connection_age: PromDuration,
     /// Longest time a TLS handshake may take.
     pub handshake_timeout: PromDuration,
+    /// Most TLS handshakes in progress; more connections are closed at once.
+    pub max_handshakes: usize,
+    /// Most open agent connections; more are closed at once.
+    pub max_connections: usize,
+    /// Server-side deadline of every agent RPC (above upstream.timeout).
+    pub request_timeout: PromDuration,
 }
 
 impl Default for GrpcConfig {
@@ -206,6 +160,9 @@ impl Default for GrpcConfig {
             tls: None,
             max_connection_age: PromDuration::from_secs(3600),
             handshake_timeout: PromDuration::from_secs(10),
+            max_handshakes: 256,
+            max_connections: 10_000,
+            request_timeout: PromDuration::from_secs(30),
         }
     }
 }
@@ -346,20 +303,6 @@ pub struct GatewayPlan {
     pub kubernetes: Option<KubePlan>,
 }
 
-/// The validated `kubernetes` section.
-#[derive(Debug, Clone)]
-pub struct KubePlan {
-    /// A kubeconfig file; inferred when `None`.
-    pub kubeconfig: Option<PathBuf>,
-    /// The namespace; the client's default when `None`.
-    pub namespace: Option<String>,
-    /// Name of the `MonitoringCluster`.
-    pub monitoring_cluster: String,
-    /// The Lease the controller runs under (its namespace is filled in from the client's when
-    /// empty); `None`: no controller.
-    pub lease: Option<LeaseSettings>,
-}
-
 pub(crate) fn socket(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     s.parse().map_err(|_| ConfigError::invalid(field, format!("{s:?} is not an ip:port address")))
 }
@@ -423,39 +366,6 @@ impl SyncConfig {
     }
 }
 
-impl KubernetesConfig {
-    /// The Kubernetes plan; `identity` is this replica's Lease identity when none is
-    /// configured (the host name).
-    ///
-    /// # Errors
-    /// [`ConfigError::Invalid`] naming the field.
-    pub fn validate(&self, identity: impl FnOnce() -> String) -> Result<KubePlan, ConfigError> {
-        if !opni_metrics_core::spec::is_dns_label(&self.monitoring_cluster) {
-            return Err(ConfigError::invalid("kubernetes.monitoringCluster", "must be a DNS label"));
-        }
-        let lease = if self.controller {
-            let mut l = LeaseSettings::new(
-                self.namespace.clone().unwrap_or_default(),
-                self.lease.name.clone(),
-                self.identity.clone().unwrap_or_else(identity),
-            );
-            l.lease_duration = self.lease.lease_duration.as_duration();
-            l.renew_deadline = self.lease.renew_deadline.as_duration();
-            l.retry_period = self.lease.retry_period.as_duration();
-            l.validate().map_err(|e| ConfigError::invalid("kubernetes.lease", e.to_string()))?;
-            Some(l)
-        } else {
-            None
-        };
-        Ok(KubePlan {
-            kubeconfig: self.kubeconfig.clone(),
-            namespace: self.namespace.clone(),
-            monitoring_cluster: self.monitoring_cluster.clone(),
-            lease,
-        })
-    }
-}
-
 impl GatewayConfig {
     /// Validates every section.
     ///
@@ -482,6 +392,10 @@ impl GatewayConfig {
         s.server_names.clone_from(&self.bootstrap.server_names);
         s.max_connection_age = self.grpc.max_connection_age.as_duration().max(Duration::from_secs(1));
         s.handshake_timeout = self.grpc.handshake_timeout.as_duration().max(Duration::from_millis(100));
+        s.max_handshakes = self.grpc.max_handshakes;
+        s.max_connections = self.grpc.max_connections;
+        s.rpc_timeout = self.grpc.request_timeout.as_duration();
+        s.join_rate_per_minute = self.bootstrap.join_rate_per_minute;
         s.upstream = self.upstream.validate()?;
         s.limits = limits("remoteWrite", self.remote_write.max_body_bytes, self.remote_write.max_decoded_bytes)?;
         s.status = StatusOptions {

@@ -1,0 +1,122 @@
+//! What a caller without an identity can make the gateway spend: its message is refused on the
+//! headers (never read), its handshakes are capped, and `Join` checks the token before telling
+//! anything or doing CA work, rate limited per address. Authenticated agents keep working.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Stack, WAIT, body};
+use opni_metrics_proto::bootstrap::v1::JoinRequest;
+use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
+use opni_metrics_proto::remote::v1::PushRequest;
+use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
+use opni_metrics_tests::http::{eventually, push};
+use opni_metrics_tests::upstream::Behaviour;
+use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
+use tokio::io::AsyncReadExt;
+use tokio::sync::watch;
+use tonic::Code;
+
+fn anonymous(stack: &Stack) -> tonic::transport::Channel {
+    let ca = stack.certs.pki.ca_path().to_owned();
+    let cfg = opni_metrics_transport::tls::anonymous_client_config(&ca).unwrap();
+    let (tx, rx) = watch::channel(Arc::new(cfg));
+    std::mem::forget(tx);
+    tls_channel(&stack.gateway.as_ref().unwrap().grpc_addr.to_string(), "localhost", rx, &ChannelOptions::default())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_is_refused_before_its_message_is_read() {
+    let stack = Stack::start(Behaviour::status(204)).await;
+    // 20 MiB: over the decoding limit. Read first, it would be refused as too large; refused on
+    // its headers, it is unauthenticated.
+    let big = PushRequest {
+        body: vec![0u8; 20 << 20].into(),
+        content_type: "application/x-protobuf".into(),
+        content_encoding: "snappy".into(),
+        remote_write_version: "0.1.0".into(),
+    };
+    let mut client = RemoteWriteClient::new(anonymous(&stack)).max_encoding_message_size(64 << 20);
+    let e = client.push(big).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    assert!(stack.upstream.requests().is_empty());
+    // the agent is unaffected
+    assert_eq!(push(&stack.push_url(), body(3)).await.unwrap().status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_over_the_cap_are_closed_at_once() {
+    let stack = Stack::start_with(
+        Behaviour::status(204),
+        |g| {
+            g.grpc.max_handshakes = 2;
+            g.grpc.handshake_timeout = opni_metrics_core::duration::PromDuration::from_secs(60);
+        },
+        |_| {},
+    )
+    .await;
+    let gw = stack.gateway.as_ref().unwrap();
+    // two connections that never start a handshake hold both slots
+    let idle: Vec<tokio::net::TcpStream> =
+        futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(gw.grpc_addr)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+    // the next one is closed without waiting for anything
+    let metrics = format!("http://{}/metrics", gw.http_addr);
+    let refused = eventually(WAIT, "a connection over the cap is closed", || async {
+        let mut third = tokio::net::TcpStream::connect(gw.grpc_addr).await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    refused.unwrap();
+    let m = opni_metrics_tests::http::get(&metrics).await.unwrap().text();
+    assert!(m.contains("opni_gateway_tls_handshake_failures_total{reason=\"handshake_limit\"}"), "{m}");
+    // once they go, agents connect again
+    drop(idle);
+    eventually(WAIT, "pushes succeed once the slots are free", || async {
+        let r = push(&stack.push_url(), body(1)).await?;
+        if r.status == 204 { Ok(()) } else { Err(r.status.to_string()) }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_checks_the_token_first_and_is_rate_limited() {
+    let stack = Stack::start_with(Behaviour::status(204), |g| g.bootstrap.join_rate_per_minute = 3, |_| {}).await;
+    let gw = stack.gateway.as_ref().unwrap();
+    // the cluster exists (the stack's agent uses it), but a stranger without a token learns
+    // nothing about it: the same answer as for any other id
+    gw.gateway
+        .state()
+        .create_cluster(&opni_metrics_core::registry::Cluster::new(
+            opni_metrics_core::ClusterId::new(common::CLUSTER).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let mut public = BootstrapClient::new(anonymous(&stack));
+    let join = |cluster: &str| JoinRequest {
+        token: "0123abcd.wrong".into(),
+        csr_pem: "not even a CSR".into(),
+        cluster_id: cluster.into(),
+    };
+    let existing = public.join(join(common::CLUSTER)).await.unwrap_err();
+    let other = public.join(join("no-such-cluster")).await.unwrap_err();
+    assert_eq!((existing.code(), other.code()), (Code::Unauthenticated, Code::Unauthenticated));
+    assert_eq!(existing.message(), other.message());
+    // three attempts a minute per address: the fourth is refused without looking at it
+    public.join(join("x")).await.unwrap_err();
+    let e = public.join(join("x")).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    assert!(e.message().contains("retry in"), "{e}");
+}
