@@ -87,6 +87,64 @@ async fn written_headers_travel_back() {
     assert!(r.headers.get("set-cookie").is_none(), "only the remote-write headers are relayed");
 }
 
+/// A real remote write 2.0 body through agent and gateway: the upstream receives it byte for
+/// byte with its 2.0 headers. An upstream that reports what it wrote has its
+/// `X-Prometheus-Remote-Write-*-Written` headers relayed to the sender; one that does not
+/// (a 1.x receiver that accepted the bytes) gets its 2xx relayed as it is: the agent never
+/// invents counts, and Prometheus (which then cannot confirm what was written) decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_2_end_to_end() {
+    use opni_metrics_tests::rw::v2;
+    let v2_push = |url: String, body: Vec<u8>| async move {
+        opni_metrics_tests::http::send(
+            http::Method::POST,
+            &url,
+            &[
+                ("content-type", v2::CONTENT_TYPE),
+                ("content-encoding", "snappy"),
+                ("x-prometheus-remote-write-version", "2.0.0"),
+            ],
+            body,
+        )
+        .await
+        .unwrap()
+    };
+    let body = v2::encode(&v2::request(3, 1_700_000_000_000, "v2_metric"));
+    let written = [
+        ("X-Prometheus-Remote-Write-Samples-Written", "3"),
+        ("X-Prometheus-Remote-Write-Histograms-Written", "0"),
+        ("X-Prometheus-Remote-Write-Exemplars-Written", "0"),
+    ];
+    let stack = Stack::start_with(answer(204, &written, ""), |_| {}, |a| a.remote_write.validate = true).await;
+    let r = v2_push(stack.push_url(), body.clone()).await;
+    assert_eq!(r.status.as_u16(), 204, "{}", r.text());
+    assert_eq!(r.headers.get("x-prometheus-remote-write-samples-written").unwrap(), "3");
+    assert_eq!(r.headers.get("x-prometheus-remote-write-exemplars-written").unwrap(), "0");
+    let seen = stack.upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].bytes, body.len(), "forwarded byte for byte");
+    assert_eq!(seen[0].headers.get("content-type").unwrap(), v2::CONTENT_TYPE);
+    assert_eq!(seen[0].headers.get("x-prometheus-remote-write-version").unwrap(), "2.0.0");
+    assert_eq!(seen[0].tenants, [CLUSTER]);
+    let m = opni_metrics_tests::http::get(&format!("http://{}/metrics", stack.gateway.as_ref().unwrap().http_addr))
+        .await
+        .unwrap()
+        .text();
+    assert!(m.contains(&format!("opni_gateway_remote_write_samples_written_total{{cluster=\"{CLUSTER}\"}} 3")), "{m}");
+    // validate mode checks 2.0 too: a label reference past the symbol table
+    let mut bad = v2::request(1, 1_700_000_000_000, "v2_metric");
+    bad.timeseries[0].labels_refs[5] = 99;
+    let r = v2_push(stack.push_url(), v2::encode(&bad)).await;
+    assert_eq!(r.status.as_u16(), 400);
+    assert!(r.text().contains("timeseries[0].labels_refs[5]: symbol reference 99 is out of range"), "{}", r.text());
+
+    // an upstream that does not say what it wrote
+    let stack = Stack::start(Behaviour::status(204)).await;
+    let r = v2_push(stack.push_url(), body).await;
+    assert_eq!(r.status.as_u16(), 204);
+    assert!(r.headers.keys().all(|k| !k.as_str().ends_with("-written")), "no invented counts: {:?}", r.headers);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_upstream_answers_504_within_the_deadline() {
     let stack = Stack::start(Behaviour::Hang).await;
