@@ -318,6 +318,9 @@ impl Agent {
         let routes = Routes { relay: self.relay.clone(), ops: Arc::clone(&self.ops) };
         let opts = ServerOptions {
             header_read_timeout: self.settings.header_read_timeout,
+            max_connections: self.settings.max_connections,
+            http2_keepalive_interval: self.settings.http2_keepalive_interval,
+            http2_keepalive_timeout: self.settings.http2_keepalive_timeout,
             drain_timeout: self.settings.drain_timeout,
             ..ServerOptions::default()
         };

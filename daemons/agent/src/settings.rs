@@ -42,6 +42,14 @@ pub struct AgentSettings {
     pub listen: SocketAddr,
     /// Longest time a client may take to send request headers. Default 10 s.
     pub header_read_timeout: Duration,
+    /// Most open connections on the push listener; more are closed at once. Default 1024
+    /// (Prometheus opens one per shard).
+    pub max_connections: usize,
+    /// HTTP/2 PING interval on an idle push connection; a peer silent for
+    /// `http2_keepalive_timeout` after a PING is disconnected. Default 30 s.
+    pub http2_keepalive_interval: Duration,
+    /// See `http2_keepalive_interval`. Default 10 s.
+    pub http2_keepalive_timeout: Duration,
     /// The gateway's agent-facing gRPC `host:port`. Default `127.0.0.1:9090`.
     pub gateway_address: String,
     /// The name the gateway's certificate must carry. Default `localhost`.
@@ -66,6 +74,9 @@ impl Default for AgentSettings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
             gateway_address: "127.0.0.1:9090".into(),
             gateway_server_name: "localhost".into(),
             identity: IdentitySource::Join(JoinSettings::default()),
@@ -97,6 +108,12 @@ impl AgentSettings {
                 "remoteWrite.maxInFlightBytes",
                 "must be at least maxBodyBytes, or every request of the largest size is refused",
             ));
+        }
+        if self.max_connections == 0
+            || self.http2_keepalive_interval.is_zero()
+            || self.http2_keepalive_timeout.is_zero()
+        {
+            return Err(SpecError::new("http.maxConnections", "connection limit and keepalive times must be above 0"));
         }
         if self.rules.poll_interval.is_zero() || self.rules.resync_interval.is_zero() {
             return Err(SpecError::new("rules.pollInterval", "rule poll and resync intervals must be above 0s"));

@@ -120,3 +120,71 @@ async fn join_checks_the_token_first_and_is_rate_limited() {
     assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
     assert!(e.message().contains("retry in"), "{e}");
 }
+
+/// Reads until the peer closes (or fails); `true` if it did within `WAIT`.
+async fn closed_by_peer(tcp: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_clients_of_the_agent_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let d = opni_metrics_core::duration::PromDuration::from_millis(300);
+    let stack = Stack::start_with(
+        Behaviour::status(204),
+        |_| {},
+        |a| {
+            a.http.header_read_timeout = d;
+            a.http.keepalive_interval = d;
+            a.http.keepalive_timeout = d;
+        },
+    )
+    .await;
+    let addr = stack.agent.addr;
+    let connect = || tokio::net::TcpStream::connect(addr);
+    // nothing at all
+    let mut silent = connect().await.unwrap();
+    // the first byte of the HTTP/2 preface, then nothing (before the protocol is known)
+    let mut sniff = connect().await.unwrap();
+    sniff.write_all(b"P").await.unwrap();
+    // an HTTP/1 request line, then nothing
+    let mut trickle = connect().await.unwrap();
+    trickle.write_all(b"POST /api/agent/push HTTP/1.1\r\n").await.unwrap();
+    // a complete HTTP/2 preface and SETTINGS, then never answering the server's PINGs
+    let mut h2 = connect().await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    h2.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    // others are served meanwhile
+    assert_eq!(push(&stack.push_url(), body(2)).await.unwrap().status, 204);
+    for (what, c) in [("silent", &mut silent), ("sniff", &mut sniff), ("trickle", &mut trickle), ("h2", &mut h2)] {
+        assert!(closed_by_peer(c).await, "{what} connection still open");
+    }
+    assert_eq!(push(&stack.push_url(), body(2)).await.unwrap().status, 204);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_caps_its_connections() {
+    let stack = Stack::start_with(Behaviour::status(204), |_| {}, |a| a.http.max_connections = 2).await;
+    let addr = stack.agent.addr;
+    let held: Vec<tokio::net::TcpStream> =
+        vec![tokio::net::TcpStream::connect(addr).await.unwrap(), tokio::net::TcpStream::connect(addr).await.unwrap()];
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_by_peer(&mut third).await, "a connection over the cap is closed at once");
+    drop(held);
+    eventually(WAIT, "pushes succeed once connections are free", || async {
+        let r = push(&stack.push_url(), body(1)).await?;
+        if r.status == 204 { Ok(()) } else { Err(r.status.to_string()) }
+    })
+    .await
+    .unwrap();
+}

@@ -21,12 +21,21 @@ use tower::{Service, ServiceExt};
 /// Server options.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerOptions {
-    /// Longest time a client may take to send the request headers.
+    /// Longest time a client may take to send the request headers; also bounds the first
+    /// bytes of a connection (before HTTP/1 and HTTP/2 are told apart) and an idle HTTP/1
+    /// keep-alive connection's wait for its next request.
     pub header_read_timeout: Duration,
     /// Longest time in-flight requests get to finish after shutdown begins.
     pub drain_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
+    /// HTTP/2 PING interval on an idle connection; a peer that does not answer within
+    /// `http2_keepalive_timeout` is disconnected.
+    pub http2_keepalive_interval: Duration,
+    /// See `http2_keepalive_interval`.
+    pub http2_keepalive_timeout: Duration,
+    /// Most open connections; more are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for ServerOptions {
@@ -35,8 +44,38 @@ impl Default for ServerOptions {
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             max_concurrent_streams: 1024,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
+            max_connections: 4096,
         }
     }
+}
+
+/// The HTTP/2 client preface; a connection starting differently is HTTP/1.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until `tcp` has sent enough to tell HTTP/1 from HTTP/2 (the server then applies its own
+/// timeouts); `false` if it did not within `limit` or closed.
+async fn first_bytes(tcp: &tokio::net::TcpStream, limit: Duration) -> bool {
+    let work = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = match tcp.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => n,
+            };
+            // decided once the bytes differ from the HTTP/2 preface, or all of it arrived
+            if buf[..n] != H2_PREFACE[..n] || n >= H2_PREFACE.len() {
+                return true;
+            }
+            // a partial preface: wait for more without spinning
+            if tcp.readable().await.is_err() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(limit, work).await.unwrap_or(false)
 }
 
 /// A plain-text response.
@@ -77,8 +116,14 @@ pub async fn serve_with_tls<S, B>(
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(opts.header_read_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(opts.max_concurrent_streams);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(opts.max_concurrent_streams)
+        .keep_alive_interval(opts.http2_keepalive_interval)
+        .keep_alive_timeout(opts.http2_keepalive_timeout);
     let builder = Arc::new(builder);
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -93,6 +138,10 @@ pub async fn serve_with_tls<S, B>(
             },
             () = &mut shutdown => break,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(%peer, "connection limit reached; closing");
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let service = service.clone();
         let svc = hyper::service::service_fn(move |req| service.clone().oneshot(req));
@@ -101,6 +150,13 @@ pub async fn serve_with_tls<S, B>(
         let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.borrow())));
         let handshake = opts.header_read_timeout;
         tokio::spawn(async move {
+            let _slot = slot;
+            // a connection that sends nothing (or trickles the protocol preface) is closed
+            // before the server's own header timeout could start
+            if acceptor.is_none() && !first_bytes(&tcp, handshake).await {
+                tracing::debug!(%peer, "no request within the header read timeout; closing");
+                return;
+            }
             let result = match acceptor {
                 None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), svc).into_owned()).await,
                 Some(a) => match tokio::time::timeout(handshake, a.accept(tcp)).await {

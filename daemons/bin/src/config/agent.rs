@@ -156,13 +156,26 @@ impl Default for DriverConfig {
 pub struct AgentHttpConfig {
     /// Address to listen on.
     pub listen: String,
-    /// Longest time a client may take to send request headers.
+    /// Longest time a client may take to send request headers (and its first bytes, and an
+    /// idle HTTP/1 connection its next request).
     pub header_read_timeout: PromDuration,
+    /// Most open connections; more are closed at once.
+    pub max_connections: usize,
+    /// HTTP/2 PING interval on idle connections.
+    pub keepalive_interval: PromDuration,
+    /// A peer silent this long after a PING is disconnected.
+    pub keepalive_timeout: PromDuration,
 }
 
 impl Default for AgentHttpConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8081".into(), header_read_timeout: PromDuration::from_secs(10) }
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            header_read_timeout: PromDuration::from_secs(10),
+            max_connections: 1024,
+            keepalive_interval: PromDuration::from_secs(30),
+            keepalive_timeout: PromDuration::from_secs(10),
+        }
     }
 }
 
@@ -346,6 +359,9 @@ impl AgentConfig {
         let mut a = AgentSettings::default();
         a.listen = socket("http.listen", &self.http.listen)?;
         a.header_read_timeout = positive("http.headerReadTimeout", self.http.header_read_timeout)?;
+        a.max_connections = self.http.max_connections;
+        a.http2_keepalive_interval = positive("http.keepaliveInterval", self.http.keepalive_interval)?;
+        a.http2_keepalive_timeout = positive("http.keepaliveTimeout", self.http.keepalive_timeout)?;
         a.identity = self.gateway.identity(&self.bootstrap)?;
         a.relay = self.remote_write.validate()?;
         a.gateway_address = gateway.address;
