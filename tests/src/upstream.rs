@@ -64,6 +64,8 @@ struct State {
     purge_polls_pending: u32,
     /// Whether `GET /ready` answers 200 (else 503).
     ready: bool,
+    /// Behaviours for single tenants, over `behaviour`.
+    per_tenant: std::collections::HashMap<String, Behaviour>,
 }
 
 /// A running scriptable upstream; stops on drop.
@@ -101,6 +103,7 @@ impl Upstream {
             purged: Vec::new(),
             purge_polls_pending: 1,
             ready: true,
+            per_tenant: std::collections::HashMap::new(),
         }));
         let (stop, mut stopped) = watch::channel(());
         let st = Arc::clone(&state);
@@ -130,6 +133,11 @@ impl Upstream {
             }
         });
         Self { addr, state, _stop: stop }
+    }
+
+    /// What the upstream does with requests of `tenant` (over the general behaviour).
+    pub fn set_for(&self, tenant: &str, b: Behaviour) {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).per_tenant.insert(tenant.to_owned(), b);
     }
 
     /// The push URL.
@@ -177,13 +185,17 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
     }
     let headers = req.headers().clone();
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let tenants = headers
+    let tenants: Vec<String> = headers
         .iter()
         .filter(|(n, _)| n.as_str().eq_ignore_ascii_case("x-scope-orgid"))
         .map(|(_, v)| v.to_str().unwrap_or("<non-ascii>").to_owned())
         .collect();
     let samples = crate::rw::decode(&body).map(|r| r.timeseries.iter().map(|t| t.samples.len()).sum()).unwrap_or(0);
-    let behaviour = state.lock().unwrap_or_else(PoisonError::into_inner).behaviour.clone();
+    let behaviour = {
+        let st = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let tenant: Option<&String> = tenants.first();
+        tenant.and_then(|t| st.per_tenant.get(t)).unwrap_or(&st.behaviour).clone()
+    };
     let (status, resp) = match behaviour {
         Behaviour::Answer { status, headers, body } => {
             let mut r = Response::new(Full::new(Bytes::from(body)));

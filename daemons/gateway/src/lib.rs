@@ -42,6 +42,7 @@
 
 pub mod auth;
 mod bootstrap;
+pub mod budget;
 pub mod ca;
 mod capability;
 pub mod cluster_driver;

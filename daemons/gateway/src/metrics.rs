@@ -35,6 +35,11 @@ pub struct GatewayMetrics {
     pub rule_sync_last: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Rule syncs by cluster and result (ok, partial).
     pub rule_syncs: Family<Labels, Counter>,
+    /// Body bytes held by pushes in flight upstream (the in-flight budget's use).
+    pub budget_in_flight_bytes: Gauge,
+    /// Pushes refused by the in-flight budgets, by which (global_bytes, tenant_bytes,
+    /// tenant_requests).
+    pub budget_refusals: Family<Labels, Counter>,
 }
 
 fn query_histogram() -> Histogram {
@@ -70,6 +75,8 @@ impl GatewayMetrics {
             rule_groups: Family::default(),
             rule_sync_last: Family::default(),
             rule_syncs: Family::default(),
+            budget_in_flight_bytes: Gauge::default(),
+            budget_refusals: Family::default(),
         };
         r.register(
             "remote_write_samples_written",
@@ -92,6 +99,12 @@ impl GatewayMetrics {
             m.rule_sync_last.clone(),
         );
         r.register("rule_syncs", "Rule syncs by cluster and result", m.rule_syncs.clone());
+        r.register(
+            "remote_write_in_flight_bytes",
+            "Body bytes of pushes in flight upstream",
+            m.budget_in_flight_bytes.clone(),
+        );
+        r.register("remote_write_budget_refusals", "Pushes refused by an in-flight budget", m.budget_refusals.clone());
         Arc::new(m)
     }
 

@@ -307,6 +307,8 @@ pub struct GatewaySettings {
     pub upstream: UpstreamSettings,
     /// Remote-write body limits.
     pub limits: Limits,
+    /// In-flight budgets of the forwarding path (global and per tenant).
+    pub budget: crate::budget::BudgetSettings,
     /// Status-rule options (429 as 503).
     pub status: StatusOptions,
     /// How long [`Gateway::shutdown`](crate::Gateway::shutdown) waits for in-flight work.
@@ -338,6 +340,7 @@ impl Default for GatewaySettings {
             join_rate_per_minute: 10,
             upstream: UpstreamSettings::default(),
             limits: Limits::default(),
+            budget: crate::budget::BudgetSettings::default(),
             status: StatusOptions { rate_limit_as_503: false, local_retry_after: Some(Duration::from_secs(1)) },
             drain_timeout: Duration::from_secs(30),
             readers: ReaderSettings::default(),
@@ -430,6 +433,16 @@ impl GatewaySettings {
             if o.refresh_interval.is_zero() {
                 return Err(invalid("readers.oidc.refreshInterval", "must be above 0s"));
             }
+        }
+        let b = &self.budget;
+        if !(b.tenant_share > 0.0 && b.tenant_share <= 1.0) {
+            return Err(invalid("remoteWrite.tenantShare", "must be above 0 and at most 1"));
+        }
+        if b.max_in_flight_bytes < self.limits.max_body_bytes || b.max_requests_per_tenant == 0 {
+            return Err(invalid(
+                "remoteWrite.maxInFlightBytes",
+                "must hold at least one body of maxBodyBytes, and a tenant at least one request",
+            ));
         }
         if self.limits.max_body_bytes == 0 || self.limits.max_decoded_bytes < self.limits.max_body_bytes {
             return Err(invalid("remoteWrite.maxBodyBytes", "must be above 0 and at most maxDecodedBytes"));

@@ -254,12 +254,26 @@ pub struct RemoteWriteConfig {
     pub max_decoded_bytes: usize,
     /// Answer 503 instead of 429 (for senders that never retry 429).
     pub rate_limit_as_503: bool,
+    /// Body bytes all pushes in flight upstream may hold together.
+    pub max_in_flight_bytes: usize,
+    /// The share of maxInFlightBytes one tenant may hold (0 < share <= 1).
+    pub tenant_share: f64,
+    /// Pushes one tenant may have in flight upstream.
+    pub max_requests_per_tenant: usize,
 }
 
 impl Default for RemoteWriteConfig {
     fn default() -> Self {
         let l = Limits::default();
-        Self { max_body_bytes: l.max_body_bytes, max_decoded_bytes: l.max_decoded_bytes, rate_limit_as_503: false }
+        let b = opni_metrics_gateway::budget::BudgetSettings::default();
+        Self {
+            max_body_bytes: l.max_body_bytes,
+            max_decoded_bytes: l.max_decoded_bytes,
+            rate_limit_as_503: false,
+            max_in_flight_bytes: b.max_in_flight_bytes,
+            tenant_share: b.tenant_share,
+            max_requests_per_tenant: b.max_requests_per_tenant,
+        }
     }
 }
 
@@ -402,6 +416,9 @@ impl GatewayConfig {
             rate_limit_as_503: self.remote_write.rate_limit_as_503,
             local_retry_after: Some(Duration::from_secs(1)),
         };
+        s.budget.max_in_flight_bytes = self.remote_write.max_in_flight_bytes;
+        s.budget.tenant_share = self.remote_write.tenant_share;
+        s.budget.max_requests_per_tenant = self.remote_write.max_requests_per_tenant;
         s.management_tls = self.management.tls.as_ref().map(super::readers::ManagementTlsConfig::settings);
         super::readers::apply(&mut s, &self.query, &self.readers, &self.upstream)?;
         // every value check lives in the library, for the daemon and embedders alike

@@ -119,6 +119,13 @@ impl GatewayBuilder {
                 stack(Forwarder::with_client(settings.upstream.clone(), client.clone()), Arc::clone(&metrics.upstream))
             }
         };
+        // the in-flight budgets hold whatever forwards (the default stack or the embedder's)
+        let budget = crate::budget::Budget::new(
+            settings.budget,
+            metrics.budget_in_flight_bytes.clone(),
+            metrics.budget_refusals.clone(),
+        );
+        forward = BoxCloneSyncService::new(crate::budget::BudgetLayer::new(budget).layer(forward));
         for layer in self.layers {
             forward = layer(forward);
         }
