@@ -206,15 +206,32 @@ impl Inner {
             Err(_) => return self.refuse("body", StatusCode::SERVICE_UNAVAILABLE, "the body did not arrive in time\n"),
         };
         let head = RequestHead { content_type: content_type.as_deref(), content_encoding: content_encoding.as_deref() };
-        let protocol = match check(&head, &body, limits) {
+        let (protocol, decoded_len) = match check(&head, &body, limits) {
             Err(e) => return self.refused(&e),
             Ok(Checked::Empty) => return text(StatusCode::NO_CONTENT, Bytes::new()),
-            Ok(Checked::Body { version, .. }) => version,
+            Ok(Checked::Body { version, decoded_len }) => (version, decoded_len),
         };
-        if self.settings.validate
-            && let Err(msg) = validate(&body, protocol)
-        {
-            return self.refuse("invalid", StatusCode::BAD_REQUEST, msg);
+        if self.settings.validate {
+            // the decompressed copy counts against the in-flight budget while it exists
+            let Ok(permit) = u32::try_from(decoded_len.max(1))
+                .map_err(|_| ())
+                .and_then(|n| Arc::clone(&self.in_flight).try_acquire_many_owned(n).map_err(|_| ()))
+            else {
+                let mut r = self.refuse(
+                    "in_flight_bytes",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "agent is at its in-flight byte limit\n",
+                );
+                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            };
+            let held = BytesInFlight::new(&self.metrics.in_flight_bytes, decoded_len);
+            let checked = validate(&body, protocol);
+            drop(held);
+            drop(permit);
+            if let Err(msg) = checked {
+                return self.refuse("invalid", StatusCode::BAD_REQUEST, msg);
+            }
         }
         let push = PushRequest {
             body,

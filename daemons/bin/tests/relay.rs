@@ -276,6 +276,32 @@ async fn validate_mode_refuses_corrupt_bodies() {
     assert_eq!(push(&stack.push_url(), body(3)).await.unwrap().status.as_u16(), 204);
 }
 
+/// In validate mode the decompressed copy counts against the agent's in-flight budget: a body
+/// that fits compressed but not decompressed is refused with 503 (retryable), not validated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_spends_from_the_in_flight_budget() {
+    let raw_limit = 256 << 10;
+    let big = opni_metrics_tests::rw::request(0, 3000, 1_700_000_000_000, "m");
+    let compressed = opni_metrics_tests::rw::encode(&big);
+    let decoded = snap::raw::decompress_len(&compressed).unwrap();
+    assert!(compressed.len() < raw_limit && decoded > raw_limit, "{} {decoded}", compressed.len());
+    let budget = |validate: bool| {
+        move |a: &mut opni_metrics_daemons::config::agent::AgentConfig| {
+            a.remote_write.validate = validate;
+            a.remote_write.max_body_bytes = raw_limit;
+            a.remote_write.max_in_flight_bytes = raw_limit;
+        }
+    };
+    let stack = Stack::start_with(Behaviour::status(204), |_| {}, budget(true)).await;
+    let r = push(&stack.push_url(), compressed.clone()).await.unwrap();
+    assert_eq!(r.status.as_u16(), 503, "{}", r.text());
+    assert!(r.headers.contains_key("retry-after"));
+    assert!(stack.upstream.requests().is_empty());
+    // the same body without validation fits
+    let stack = Stack::start_with(Behaviour::status(204), |_| {}, budget(false)).await;
+    assert_eq!(push(&stack.push_url(), compressed).await.unwrap().status.as_u16(), 204);
+}
+
 /// Calls `Push` on the gateway with a hand-made TLS client config.
 async fn raw_push(addr: std::net::SocketAddr, cfg: rustls::ClientConfig) -> Result<u32, tonic::Status> {
     let (_tx, rx) = watch::channel(Arc::new(cfg));
