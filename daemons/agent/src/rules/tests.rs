@@ -82,3 +82,19 @@ fn kubernetes_sources_get_their_own_names() {
     let b = build(&[(k("a", "x"), Ok(vec![group.clone()])), (k("b", "x"), Ok(vec![group]))]);
     assert_eq!(names(&b), ["k8s:a:x:g", "k8s:b:x:g"]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// Whatever a rule file holds, reading and checking it answers without panicking (the
+    /// `rules` fuzz target in `fuzz/` runs the same for longer).
+    #[test]
+    fn arbitrary_rule_files_never_panic(text in "\\PC{0,200}", expr in "\\PC{0,40}") {
+        if let Ok(file) = serde_saphyr::from_str::<RuleFile>(&text) {
+            for g in &file.groups {
+                let _ = g.validate(&check_promql);
+            }
+        }
+        let _ = check_promql(&expr);
+    }
+}
