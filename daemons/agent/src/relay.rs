@@ -19,7 +19,7 @@ use opni_metrics_core::remote_write::{
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_proto::remote::v1::{PushRequest, PushResponse};
 use opni_metrics_transport::http::text;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::transport::Channel;
 
 use crate::metrics::{AgentMetrics, BytesInFlight};
@@ -154,23 +154,26 @@ impl Inner {
         }
         // bounded in-flight bytes: refuse at once rather than queue
         let reserve = declared.map_or(limits.max_body_bytes, |n| usize::try_from(n).unwrap_or(usize::MAX)).max(1);
-        let Ok(permit) = u32::try_from(reserve)
-            .map_err(|_| ())
-            .and_then(|n| Arc::clone(&self.in_flight).try_acquire_many_owned(n).map_err(|_| ()))
-        else {
-            let mut r = self.refuse(
-                "in_flight_bytes",
-                StatusCode::SERVICE_UNAVAILABLE,
-                "agent is at its in-flight byte limit\n",
-            );
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
-        };
-        let held = BytesInFlight::new(&self.metrics.in_flight_bytes, reserve);
+        let Some(held) = self.reserve(reserve) else { return self.over_budget() };
         let resp = self.read_and_forward(req, content_type, content_encoding, limits, reserve).await;
         drop(held);
-        drop(permit);
         resp
+    }
+
+    /// Takes `n` bytes from the in-flight budget (and its gauge) until the result is dropped;
+    /// `None` when they are not available now.
+    fn reserve(&self, n: usize) -> Option<(OwnedSemaphorePermit, BytesInFlight)> {
+        let k = u32::try_from(n.max(1)).ok()?;
+        let permit = Arc::clone(&self.in_flight).try_acquire_many_owned(k).ok()?;
+        Some((permit, BytesInFlight::new(&self.metrics.in_flight_bytes, n)))
+    }
+
+    /// The answer when the in-flight budget is spent: 503 with `Retry-After`, at once.
+    fn over_budget(&self) -> Response<Full<Bytes>> {
+        let mut r =
+            self.refuse("in_flight_bytes", StatusCode::SERVICE_UNAVAILABLE, "agent is at its in-flight byte limit\n");
+        r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        r
     }
 
     async fn read_and_forward<B>(
@@ -213,22 +216,9 @@ impl Inner {
         };
         if self.settings.validate {
             // the decompressed copy counts against the in-flight budget while it exists
-            let Ok(permit) = u32::try_from(decoded_len.max(1))
-                .map_err(|_| ())
-                .and_then(|n| Arc::clone(&self.in_flight).try_acquire_many_owned(n).map_err(|_| ()))
-            else {
-                let mut r = self.refuse(
-                    "in_flight_bytes",
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "agent is at its in-flight byte limit\n",
-                );
-                r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
-                return r;
-            };
-            let held = BytesInFlight::new(&self.metrics.in_flight_bytes, decoded_len);
+            let Some(held) = self.reserve(decoded_len) else { return self.over_budget() };
             let checked = validate(&body, protocol);
             drop(held);
-            drop(permit);
             if let Err(msg) = checked {
                 return self.refuse("invalid", StatusCode::BAD_REQUEST, msg);
             }
@@ -290,7 +280,10 @@ impl Inner {
     fn grpc_failure(&self, s: &tonic::Status) -> Response<Full<Bytes>> {
         use tonic::Code;
         let outcome = match s.code() {
-            Code::DeadlineExceeded | Code::Cancelled => Outcome::Timeout,
+            Code::DeadlineExceeded => Outcome::Timeout,
+            // the gateway's own deadline ends a call as cancelled ("Timeout expired"); any other
+            // cancellation is the connection going away (a gateway shutting down): unreachable
+            Code::Cancelled if s.message().contains("Timeout expired") => Outcome::Timeout,
             Code::OutOfRange => {
                 // the gateway's message limit is below this agent's body limit
                 return self.refuse(

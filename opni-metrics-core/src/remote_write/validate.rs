@@ -369,6 +369,53 @@ fn histogram(b: &[u8], loc: &Loc<'_>) -> Result<(), ValidateError> {
     Ok(())
 }
 
+/// Counters of a series' repeated fields, for their paths.
+#[derive(Default)]
+struct Seen {
+    samples: usize,
+    exemplars: usize,
+    histograms: usize,
+}
+
+impl Seen {
+    /// Checks a sample (`samples` field) or a histogram (`histograms` field); `false` for
+    /// any other field.
+    fn sample_or_histogram(
+        &mut self,
+        f: u64,
+        v: Value<'_>,
+        series: &Loc<'_>,
+        (samples, histograms): (u64, u64),
+    ) -> Result<bool, ValidateError> {
+        if f == samples {
+            let at = series.item("samples", self.samples);
+            sample(bytes(v, &at)?, &at)?;
+            self.samples += 1;
+        } else if f == histograms {
+            let at = series.item("histograms", self.histograms);
+            histogram(bytes(v, &at)?, &at)?;
+            self.histograms += 1;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// An exemplar's value (field 2) and timestamp (field 3); other fields are the caller's.
+fn exemplar_scalar(f: u64, v: Value<'_>, at: &Loc<'_>) -> Result<(), ValidateError> {
+    match f {
+        2 => {
+            fixed64(v, &at.field("value"))?;
+        }
+        3 => {
+            int(v, &at.field("timestamp"))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Checks a decompressed remote-write body of `version`.
 ///
 /// # Errors
@@ -391,44 +438,28 @@ fn validate_v1(body: &[u8]) -> Result<(), ValidateError> {
         let series = Loc::root("timeseries", Some(n));
         n += 1;
         labels.clear();
-        let (mut samples, mut exemplars, mut histograms) = (0usize, 0usize, 0usize);
+        let mut seen = Seen::default();
         fields(bytes(v, &series)?, &series, |f, v| {
+            if seen.sample_or_histogram(f, v, &series, (2, 4))? {
+                return Ok(());
+            }
             match f {
                 1 => {
                     let at = series.item("labels", labels.len());
                     labels.push(label_v1(bytes(v, &at)?, &at)?);
                 }
-                2 => {
-                    let at = series.item("samples", samples);
-                    sample(bytes(v, &at)?, &at)?;
-                    samples += 1;
-                }
                 3 => {
-                    let at = series.item("exemplars", exemplars);
+                    let at = series.item("exemplars", seen.exemplars);
                     let mut el = Vec::new();
                     fields(bytes(v, &at)?, &at, |f, v| {
-                        match f {
-                            1 => {
-                                let l = at.item("labels", el.len());
-                                el.push(label_v1(bytes(v, &l)?, &l)?);
-                            }
-                            2 => {
-                                fixed64(v, &at.field("value"))?;
-                            }
-                            3 => {
-                                int(v, &at.field("timestamp"))?;
-                            }
-                            _ => {}
+                        if f == 1 {
+                            let l = at.item("labels", el.len());
+                            el.push(label_v1(bytes(v, &l)?, &l)?);
                         }
-                        Ok(())
+                        exemplar_scalar(f, v, &at)
                     })?;
                     check_labels(&el, &at.field("labels"), Version::V1, false)?;
-                    exemplars += 1;
-                }
-                4 => {
-                    let at = series.item("histograms", histograms);
-                    histogram(bytes(v, &at)?, &at)?;
-                    histograms += 1;
+                    seen.exemplars += 1;
                 }
                 _ => {}
             }
@@ -483,40 +514,26 @@ fn validate_v2(body: &[u8]) -> Result<(), ValidateError> {
         let series = Loc::root("timeseries", Some(n));
         n += 1;
         refs.clear();
-        let (mut samples, mut exemplars, mut histograms) = (0usize, 0usize, 0usize);
+        let mut seen = Seen::default();
         fields(bytes(v, &series)?, &series, |f, v| {
+            if seen.sample_or_histogram(f, v, &series, (2, 3))? {
+                return Ok(());
+            }
             match f {
                 1 => packed_varints(v, &series.field("labels_refs"), &mut refs)?,
-                2 => {
-                    let at = series.item("samples", samples);
-                    sample(bytes(v, &at)?, &at)?;
-                    samples += 1;
-                }
-                3 => {
-                    let at = series.item("histograms", histograms);
-                    histogram(bytes(v, &at)?, &at)?;
-                    histograms += 1;
-                }
                 4 => {
-                    let at = series.item("exemplars", exemplars);
+                    let at = series.item("exemplars", seen.exemplars);
                     let mut er = Vec::new();
                     fields(bytes(v, &at)?, &at, |f, v| {
-                        match f {
-                            1 => packed_varints(v, &at.field("labels_refs"), &mut er)?,
-                            2 => {
-                                fixed64(v, &at.field("value"))?;
-                            }
-                            3 => {
-                                int(v, &at.field("timestamp"))?;
-                            }
-                            _ => {}
+                        if f == 1 {
+                            packed_varints(v, &at.field("labels_refs"), &mut er)?;
                         }
-                        Ok(())
+                        exemplar_scalar(f, v, &at)
                     })?;
                     let mut el = Vec::new();
                     refs_to_labels(&er, &symbols, &at.field("labels_refs"), &mut el)?;
                     check_labels(&el, &at.field("labels"), Version::V2, false)?;
-                    exemplars += 1;
+                    seen.exemplars += 1;
                 }
                 5 => {
                     let at = series.field("metadata");
