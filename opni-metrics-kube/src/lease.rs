@@ -3,8 +3,13 @@
 //! the same holder record unchanged for `lease_duration` (its own clock, never the holder's);
 //! every write is a compare-and-swap on `resourceVersion`. A leader that cannot renew within
 //! `renew_deadline` (shorter than the lease duration, so it stops before anyone can take over)
-//! steps down and publishes `false`.
+//! steps down and publishes `false`. Every API call of an attempt runs under that deadline, so
+//! a hung API server cannot keep a leader leading: it stops at most `renew_deadline` after the
+//! start of its last successful renewal, while a candidate takes over no earlier than
+//! `lease_duration` after it first saw that renewal's record, so two leaders never overlap as long
+//! as both clocks run at the same rate.
 
+use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -97,34 +102,79 @@ impl LeaseElector {
         self.leading.subscribe()
     }
 
-    /// Campaigns and renews until dropped.
+    /// Campaigns and renews until dropped. Prefer [`LeaseElector::run_until`], which also gives
+    /// the lease up at shutdown.
     pub async fn run(mut self) {
-        let mut last_renew: Option<Instant> = None;
+        self.campaign().await;
+    }
+
+    /// Campaigns and renews until `shutdown` completes, then steps down and releases the lease
+    /// (waiting at most `renew_deadline` for the API server) so another candidate takes over at
+    /// once instead of after the lease expires.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) {
+        tokio::select! {
+            () = self.campaign() => {}
+            () = shutdown => {}
+        }
+        let was_leading = self.leading.send_replace(false);
+        if was_leading {
+            match tokio::time::timeout(self.settings.renew_deadline, self.release()).await {
+                Ok(Ok(())) => tracing::info!(lease = %self.settings.name, "released the lease"),
+                Ok(Err(e)) => tracing::warn!(error = %e, lease = %self.settings.name, "could not release the lease"),
+                Err(_) => tracing::warn!(lease = %self.settings.name, "releasing the lease timed out"),
+            }
+        }
+    }
+
+    /// The election loop. Every attempt runs under a deadline: a leader's is `renew_deadline`
+    /// after the start of its last successful renewal, so a hung API call (or a slow one) can
+    /// never keep it leading past that instant; a candidate's is `renew_deadline` from the
+    /// attempt's start. A renewal counts from when it was sent, not when it was answered.
+    async fn campaign(&mut self) {
+        let renew_deadline = self.settings.renew_deadline;
+        // start of the last successful renewal, while leading
+        let mut renewed: Option<Instant> = None;
         loop {
-            let ok = match self.try_acquire_or_renew().await {
-                Ok(ok) => ok,
-                Err(e) => {
+            let started = Instant::now();
+            if let Some(t) = renewed.filter(|t| started >= *t + renew_deadline) {
+                self.step_down(t);
+                renewed = None;
+            }
+            let deadline = renewed.map_or(started + renew_deadline, |t| t + renew_deadline);
+            let ok = match tokio::time::timeout_at(deadline, self.try_acquire_or_renew()).await {
+                Ok(Ok(ok)) => ok,
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, lease = %self.settings.name, "lease attempt failed");
                     false
                 }
+                Err(_) => {
+                    tracing::warn!(lease = %self.settings.name, "the API server did not answer the lease attempt in time");
+                    false
+                }
             };
-            let now = Instant::now();
+            let mut wake = Instant::now() + self.settings.retry_period;
             if ok {
-                last_renew = Some(now);
+                renewed = Some(started);
                 if !*self.leading.borrow() {
                     tracing::info!(identity = %self.settings.identity, lease = %self.settings.name, "became leader");
                     self.leading.send_replace(true);
                 }
-            } else if *self.leading.borrow() {
-                let expired = last_renew.is_none_or(|t| now.duration_since(t) >= self.settings.renew_deadline);
-                if expired {
-                    tracing::warn!(identity = %self.settings.identity, "could not renew the lease in time; stepping down");
-                    self.leading.send_replace(false);
-                    last_renew = None;
-                }
+            } else if let Some(t) = renewed {
+                // wake no later than the deadline, to step down on time
+                wake = wake.min(t + renew_deadline);
             }
-            tokio::time::sleep(self.settings.retry_period).await;
+            tokio::time::sleep_until(wake).await;
         }
+    }
+
+    fn step_down(&self, last_renewal: Instant) {
+        tracing::warn!(
+            identity = %self.settings.identity,
+            lease = %self.settings.name,
+            since_last_renewal_ms = u64::try_from(last_renewal.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "could not renew the lease in time; stepping down"
+        );
+        self.leading.send_replace(false);
     }
 
     /// Gives the lease up (on shutdown) so another candidate need not wait for it to expire.

@@ -256,3 +256,69 @@ async fn a_leader_that_cannot_renew_steps_down() {
     tokio::time::timeout(T, leading.wait_for(|l| !*l)).await.unwrap().unwrap();
     task.abort();
 }
+
+/// A candidate whose `leading` transitions are stamped with the (paused) clock.
+fn elector(fake: &FakeApiServer, id: &str) -> (LeaseElector, tokio::sync::watch::Receiver<bool>) {
+    let elector = LeaseElector::new(fake.client(id), lease(id)).unwrap();
+    let leading = elector.leading();
+    (elector, leading)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_api_server_cannot_keep_a_leader_leading() {
+    let fake = FakeApiServer::new();
+    let settings = lease("a");
+    let (a, mut a_leading) = elector(&fake, "a");
+    let a_task = tokio::spawn(a.run());
+    a_leading.wait_for(|l| *l).await.unwrap();
+    let (b, mut b_leading) = elector(&fake, "b");
+    let b_task = tokio::spawn(b.run());
+
+    // from now on every request of a's client stalls forever (no error, no answer)
+    let stalled_at = tokio::time::Instant::now();
+    fake.fail_next(Fault::hang().identity("a").times(1000));
+    a_leading.wait_for(|l| !*l).await.unwrap();
+    let a_stopped = tokio::time::Instant::now();
+    b_leading.wait_for(|l| *l).await.unwrap();
+    let b_started = tokio::time::Instant::now();
+
+    // a's last renewal began before the stall, so it stops within renew_deadline of it, and
+    // b, which needs the record unchanged for a whole lease duration, starts only after that
+    assert!(
+        a_stopped - stalled_at <= settings.renew_deadline,
+        "a led {:?} into the stall (renew deadline {:?})",
+        a_stopped - stalled_at,
+        settings.renew_deadline
+    );
+    assert!(b_started > a_stopped, "b led from {b_started:?} while a led until {a_stopped:?}");
+    assert!(fake.requests().iter().any(|r| r.identity == "a" && r.status == 0), "no request of a stalled");
+    a_task.abort();
+    b_task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_the_lease_so_another_takes_over_at_once() {
+    let fake = FakeApiServer::new();
+    let settings = lease("a");
+    let (a, mut a_leading) = elector(&fake, "a");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let a_task = tokio::spawn(a.run_until(async move {
+        let _ = stopped.await;
+    }));
+    a_leading.wait_for(|l| *l).await.unwrap();
+    let (b, mut b_leading) = elector(&fake, "b");
+    let b_task = tokio::spawn(b.run());
+    // b has seen a's record: without a release it would wait a whole lease duration
+    fake.wait_until(|s| s.requests().iter().any(|r| r.identity == "b"), T).await;
+
+    let stopping = tokio::time::Instant::now();
+    stop.send(()).unwrap();
+    a_task.await.unwrap();
+    assert!(!*a_leading.borrow());
+    let lease = fake.get("coordination.k8s.io", "leases", Some(NS), "opni-metrics-gateway").unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "not released: {lease}");
+    b_leading.wait_for(|l| *l).await.unwrap();
+    let waited = tokio::time::Instant::now() - stopping;
+    assert!(waited < settings.lease_duration, "b waited {waited:?}, as long as an expiry");
+    b_task.abort();
+}

@@ -53,7 +53,9 @@ pub(crate) fn start(
     if let Some(lease) = k.lease {
         let elector = LeaseElector::new(k.client.clone(), lease)?;
         let leading = elector.leading();
-        tasks.spawn("lease", elector.run());
+        // at shutdown the lease is released, so another replica takes over at once
+        let shutdown = tasks.token().cancelled_owned();
+        tasks.spawn_graceful("lease", elector.run_until(shutdown));
         let settings = ControllerSettings { namespace: Some(k.namespace), ..ControllerSettings::default() };
         let client = k.client;
         tasks.spawn("controller", while_leading(leading, move || controller::run(client.clone(), settings.clone())));

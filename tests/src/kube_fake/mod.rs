@@ -281,7 +281,9 @@ impl RequestRecord {
 }
 
 /// An injected failure: the next `times` requests that match answer `code` without side effects
-/// (409 as reason `Conflict`, 500 `InternalError`, 503 `ServiceUnavailable`, 429, 404, ...).
+/// (409 as reason `Conflict`, 500 `InternalError`, 503 `ServiceUnavailable`, 429, 404, ...), or,
+/// made with [`Fault::hang`], never answer at all (an API server or network that stalls: the
+/// request is recorded with status 0 and waits until the client gives up).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     /// Only requests with this method (any if `None`).
@@ -290,7 +292,9 @@ pub struct Fault {
     pub plural: Option<String>,
     /// Only requests naming this object (any if `None`).
     pub name: Option<String>,
-    /// The status code to answer.
+    /// Only requests of the client with this identity (any if `None`).
+    pub identity: Option<String>,
+    /// The status code to answer; 0: no answer ever.
     pub code: u16,
     /// How many requests fail.
     pub times: usize,
@@ -299,7 +303,19 @@ pub struct Fault {
 impl Fault {
     /// One failure with `code` for any request.
     pub fn new(code: u16) -> Self {
-        Self { method: None, plural: None, name: None, code, times: 1 }
+        Self { method: None, plural: None, name: None, identity: None, code, times: 1 }
+    }
+
+    /// One request that is never answered.
+    pub fn hang() -> Self {
+        Self::new(0)
+    }
+
+    /// Only for requests of the client made with `identity`.
+    #[must_use]
+    pub fn identity(mut self, identity: &str) -> Self {
+        self.identity = Some(identity.to_owned());
+        self
     }
 
     /// Only for `method`.
@@ -375,9 +391,10 @@ impl FakeState {
     }
 
     /// Takes one failure from the first fault matching the request.
-    fn take_fault(&mut self, method: &Method, plural: Option<&str>, name: Option<&str>) -> Option<u16> {
+    fn take_fault(&mut self, who: &str, method: &Method, plural: Option<&str>, name: Option<&str>) -> Option<u16> {
         let index = self.faults.iter().position(|f| {
             f.times > 0
+                && f.identity.as_deref().is_none_or(|i| i == who)
                 && f.method.as_ref().is_none_or(|m| m == method)
                 && f.plural.as_deref().is_none_or(|p| Some(p) == plural)
                 && f.name.as_deref().is_none_or(|n| Some(n) == name)

@@ -440,18 +440,38 @@ pub(crate) async fn handle(State(server): State<FakeApiServer>, request: Request
         }
     };
 
+    match answer(&server, &parts, &method, &query, &body, record) {
+        Some(response) => response,
+        // a hanging fault: no answer until the client gives up
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers a parsed request under the state lock; `None` for a request that must hang.
+fn answer(
+    server: &FakeApiServer,
+    parts: &http::request::Parts,
+    method: &Method,
+    query: &Query,
+    body: &[u8],
+    record: impl Fn(u16) -> RequestRecord,
+) -> Option<Response> {
+    let who = record(0).identity;
+    let path = parts.uri.path();
     let mut state = server.lock();
-    let route = route(&state.store, &path);
+    let route = route(&state.store, path);
     let (plural, name) = match &route {
         Route::Resource(t) => (Some(t.rt.plural.as_str()), t.name.as_deref()),
         _ => (None, None),
     };
-    if let Some(code) = state.take_fault(&method, plural, name) {
-        let error = ApiError::for_code(code, format!("injected fault: {code}"));
+    if let Some(code) = state.take_fault(&who, method, plural, name) {
         state.requests.push(record(code));
         drop(state);
         server.notify();
-        return error_response(&error);
+        if code == 0 {
+            return None;
+        }
+        return Some(error_response(&ApiError::for_code(code, format!("injected fault: {code}"))));
     }
     let (status, response) = match route {
         Route::NotFound => {
@@ -464,13 +484,13 @@ pub(crate) async fn handle(State(server): State<FakeApiServer>, request: Request
             (e.code, error_response(&e))
         }
         Route::Resource(target) if method == Method::GET && target.name.is_none() && query.flag("watch") => {
-            match start_watch(&server, &state, &target, &query, &parts.headers) {
+            match start_watch(server, &state, &target, query, &parts.headers) {
                 Ok(response) => (200, response),
                 Err(e) => (e.code, error_response(&e)),
             }
         }
         Route::Resource(target) => {
-            let call = Call { method: &method, query: &query, headers: &parts.headers, body: &body };
+            let call = Call { method, query, headers: &parts.headers, body };
             let (result, changes) = dispatch(&mut state, &target, &call);
             server.publish(&mut state, changes);
             match result {
@@ -482,7 +502,7 @@ pub(crate) async fn handle(State(server): State<FakeApiServer>, request: Request
     state.requests.push(record(status));
     drop(state);
     server.notify();
-    response
+    Some(response)
 }
 
 fn start_watch(
