@@ -154,6 +154,25 @@ pub enum StoreError {
     },
 }
 
+/// Whether a store can take writes, as far as it knows without asking its backend: a cheap,
+/// local answer for readiness probes (see [`Store::health`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreHealth {
+    /// The last write (or recovery probe) succeeded.
+    Writable,
+    /// A write failed in a way that needs recovery (disk full, I/O error); the store is
+    /// recovering on its own and says why it cannot write.
+    Unwritable(String),
+}
+
+impl StoreHealth {
+    /// Whether writes are expected to succeed.
+    pub fn is_writable(&self) -> bool {
+        matches!(self, Self::Writable)
+    }
+}
+
 /// Checks a key and value against the limits every store enforces.
 ///
 /// # Errors
@@ -215,5 +234,13 @@ pub trait Store: Send + Sync {
     /// nothing to wait for.
     fn quiesce(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+
+    /// Whether the store can take writes, from what it last saw (no I/O: it is polled by
+    /// readiness probes). A store whose failures heal by themselves, such as a remote one
+    /// answering again, keeps the default, [`StoreHealth::Writable`]; one that must recover
+    /// (reopen a file after a failed write) reports [`StoreHealth::Unwritable`] until it has.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::Writable
     }
 }

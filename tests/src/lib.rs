@@ -25,6 +25,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod cortex;
+pub mod disk;
 pub mod http;
 pub mod kube_fake;
 pub mod oidc;

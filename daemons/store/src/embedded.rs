@@ -22,16 +22,30 @@
 //! channel; each watcher, when the published revision passes its cursor, reads the next events
 //! from the `log` table. Nothing is queued per watcher, so a slow watcher costs no memory; one
 //! that falls behind the retained history gets [`StoreError::Compacted`].
+//!
+//! # Recovery
+//! After an I/O error (a full disk, typically) redb refuses every later operation until the
+//! file is closed and opened again. The store does that by itself: the failed database is
+//! taken out of service at once ([`Store::health`] turns [`StoreHealth::Unwritable`], every
+//! operation answers [`StoreError::Unavailable`] saying so), and a recovery task, once the last
+//! operation using it has finished, reopens the file (redb repairs it if needed) and proves
+//! that writes fit by committing, then removing, a value as large as the largest allowed
+//! ([`MAX_VALUE_LEN`]). It retries every [`EmbeddedStore::with_recovery_interval`] (1 s by
+//! default) until that succeeds; then the store is writable again. Nothing committed is lost:
+//! the failed transaction never committed, and watchers resume from their revision.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream};
 use opni_metrics_core::id::Revision;
 use opni_metrics_core::store::{
-    KeyValue, Listing, Precondition, Store, StoreError, WatchEvent, validate_key, validate_write,
+    KeyValue, Listing, MAX_VALUE_LEN, Precondition, Store, StoreError, StoreHealth, WatchEvent, validate_key,
+    validate_write,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -46,6 +60,8 @@ const KV: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("kv");
 const LOG: TableDefinition<u64, (&str, Option<&[u8]>)> = TableDefinition::new("log");
 /// Counters, see the `META_*` keys.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Scratch space of the recovery probe; empty between probes.
+const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
 
 const META_FORMAT: &str = "format";
 const META_REVISION: &str = "revision";
@@ -58,10 +74,13 @@ const FORMAT: u64 = 1;
 /// Events read from the log per blocking call of a watcher.
 const WATCH_BATCH: usize = 256;
 
+/// Time between recovery attempts after a failed write, unless configured.
+pub const DEFAULT_RECOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The default [`Store`]: one redb file on local disk. See the [module docs](self).
 #[derive(Debug)]
 pub struct EmbeddedStore {
-    db: Arc<Db>,
+    handle: Arc<Handle>,
     /// Operations running on the blocking pool (their futures may be gone).
     in_flight: Arc<InFlight>,
     history: History,
@@ -69,18 +88,134 @@ pub struct EmbeddedStore {
     committed: Arc<watch::Sender<Revision>>,
 }
 
+/// The file, the database open on it (if it works) and the store's health.
+#[derive(Debug)]
+struct Handle {
+    path: PathBuf,
+    /// The open database, or, after a failed write until it is reopened, why there is none.
+    current: RwLock<Result<Arc<Db>, Arc<str>>>,
+    health: watch::Sender<StoreHealth>,
+    recovery_interval: Duration,
+    in_flight: Arc<InFlight>,
+}
+
+impl Handle {
+    /// The working database, or [`EmbeddedError::Recovering`].
+    fn db(&self) -> Result<Arc<Db>, StoreError> {
+        match &*self.current.read().unwrap_or_else(PoisonError::into_inner) {
+            Ok(db) => Ok(Arc::clone(db)),
+            Err(reason) => Err(StoreError::Unavailable(Box::new(EmbeddedError::Recovering {
+                path: self.path.clone(),
+                reason: reason.to_string(),
+            }))),
+        }
+    }
+
+    /// Takes `db` out of service after an I/O error and starts recovery (once per failure).
+    /// Runs on the blocking pool or the runtime, which the recovery task is spawned on.
+    fn failed(self: &Arc<Self>, db: &Arc<Db>) {
+        let reason = db.failure.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let reason: Arc<str> = reason.unwrap_or_else(|| "an I/O error".into()).into();
+        {
+            let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+            match &*current {
+                Ok(d) if Arc::ptr_eq(d, db) => *current = Err(Arc::clone(&reason)),
+                // already out of service (another operation saw it first) or replaced
+                _ => return,
+            }
+        }
+        tracing::error!(path = %self.path.display(), %reason, "the store cannot write; recovering");
+        self.health.send_replace(StoreHealth::Unwritable(format!("{}: {reason}", self.path.display())));
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::error!(path = %self.path.display(), "no runtime to recover the store on; reopen it");
+            return;
+        };
+        rt.spawn(recover(Arc::downgrade(self), Arc::downgrade(db)));
+    }
+}
+
+/// Reopens the file once the failed database `old` is no longer used, and puts it back in
+/// service after a successful probe; retries every recovery interval.
+async fn recover(handle: Weak<Handle>, old: Weak<Db>) {
+    let mut attempts = 0u64;
+    loop {
+        let Some(h) = handle.upgrade() else { return };
+        let interval = h.recovery_interval;
+        drop(h);
+        tokio::time::sleep(interval).await;
+        let Some(h) = handle.upgrade() else { return };
+        if old.strong_count() > 0 {
+            // an operation that started before the failure is still running on it
+            continue;
+        }
+        attempts += 1;
+        let (path, running) = (h.path.clone(), h.in_flight.start());
+        let reopened = tokio::task::spawn_blocking(move || {
+            let out = reopen(&path);
+            drop(running);
+            out
+        })
+        .await;
+        match reopened {
+            Ok(Ok(db)) => {
+                *h.current.write().unwrap_or_else(PoisonError::into_inner) = Ok(Arc::new(db));
+                h.health.send_replace(StoreHealth::Writable);
+                tracing::info!(path = %h.path.display(), attempts, "the store recovered and takes writes again");
+                return;
+            }
+            Ok(Err(e)) => {
+                let reason = opni_metrics_core::error_chain(&e);
+                if attempts == 1 || attempts.is_power_of_two() {
+                    tracing::warn!(path = %h.path.display(), attempts, error = %reason, "the store is still unwritable");
+                }
+                *h.current.write().unwrap_or_else(PoisonError::into_inner) = Err(reason.clone().into());
+                h.health.send_replace(StoreHealth::Unwritable(format!("{}: {reason}", h.path.display())));
+            }
+            Err(e) => tracing::warn!(path = %h.path.display(), error = %e, "store recovery task failed"),
+        }
+    }
+}
+
+/// Opens the file again (redb repairs it after a failed commit) and probes that a write of the
+/// largest allowed value fits.
+fn reopen(path: &Path) -> Result<Db, EmbeddedError> {
+    let db = Database::create(path).map_err(|e| EmbeddedError::Open { path: path.to_owned(), source: Box::new(e) })?;
+    let db = Db::new(db, path.to_owned());
+    init(&db)?;
+    let wrap = |e: StoreError| EmbeddedError::Probe { path: path.to_owned(), source: Box::new(e) };
+    let txn = db.db.begin_write().or_unavailable(&db).map_err(wrap)?;
+    {
+        let mut probe = txn.open_table(PROBE).or_unavailable(&db).map_err(wrap)?;
+        probe.insert("probe", vec![0u8; MAX_VALUE_LEN].as_slice()).or_unavailable(&db).map_err(wrap)?;
+    }
+    txn.commit().or_unavailable(&db).map_err(wrap)?;
+    let txn = db.db.begin_write().or_unavailable(&db).map_err(wrap)?;
+    txn.open_table(PROBE).or_unavailable(&db).map_err(wrap)?.remove("probe").or_unavailable(&db).map_err(wrap)?;
+    txn.commit().or_unavailable(&db).map_err(wrap)?;
+    Ok(db)
+}
+
 #[derive(Debug)]
 struct Db {
     db: Database,
     path: PathBuf,
+    /// Set by the first I/O error: redb refuses everything after one until reopened.
+    broken: AtomicBool,
+    /// What that error was.
+    failure: RwLock<Option<String>>,
 }
 
 impl Db {
+    fn new(db: Database, path: PathBuf) -> Self {
+        Self { db, path, broken: AtomicBool::new(false), failure: RwLock::new(None) }
+    }
+
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
-        StoreError::Unavailable(Box::new(EmbeddedError::Database {
-            path: self.path.clone(),
-            source: Box::new(e.into()),
-        }))
+        let e = e.into();
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) && !self.broken.swap(true, Ordering::AcqRel) {
+            *self.failure.write().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+        }
+        StoreError::Unavailable(Box::new(EmbeddedError::Database { path: self.path.clone(), source: Box::new(e) }))
     }
 }
 
@@ -122,20 +257,42 @@ impl EmbeddedStore {
         }
         let db =
             Database::create(&path).map_err(|e| EmbeddedError::Open { path: path.clone(), source: Box::new(e) })?;
-        let db = Db { db, path };
+        let db = Db::new(db, path.clone());
         let revision = init(&db)?;
         let (committed, _) = watch::channel(revision);
+        let in_flight = Arc::new(InFlight::default());
         Ok(Self {
-            db: Arc::new(db),
-            in_flight: Arc::new(InFlight::default()),
+            handle: Arc::new(Handle {
+                path,
+                current: RwLock::new(Ok(Arc::new(db))),
+                health: watch::Sender::new(StoreHealth::Writable),
+                recovery_interval: DEFAULT_RECOVERY_INTERVAL,
+                in_flight: Arc::clone(&in_flight),
+            }),
+            in_flight,
             history: History { events: history.events.max(1), ..history },
             committed: Arc::new(committed),
         })
     }
 
+    /// Sets the time between recovery attempts after a failed write (default
+    /// [`DEFAULT_RECOVERY_INTERVAL`]; at least 10 ms). See [Recovery](self#recovery).
+    #[must_use]
+    pub fn with_recovery_interval(mut self, interval: Duration) -> Self {
+        if let Some(handle) = Arc::get_mut(&mut self.handle) {
+            handle.recovery_interval = interval.max(Duration::from_millis(10));
+        }
+        self
+    }
+
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
-        &self.db.path
+        &self.handle.path
+    }
+
+    /// [`Store::health`] as it changes: a receiver that sees each transition.
+    pub fn health_changes(&self) -> watch::Receiver<StoreHealth> {
+        self.handle.health.subscribe()
     }
 
     /// Runs `op` on the blocking pool with the database.
@@ -143,10 +300,14 @@ impl EmbeddedStore {
         &self,
         op: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = Arc::clone(&self.db);
+        let db = self.handle.db()?;
+        let handle = Arc::clone(&self.handle);
         let running = self.in_flight.start();
         tokio::task::spawn_blocking(move || {
             let out = op(&db);
+            if db.broken.load(Ordering::Acquire) {
+                handle.failed(&db);
+            }
             // the database handle goes before the operation counts as done
             drop(db);
             drop(running);
@@ -154,7 +315,7 @@ impl EmbeddedStore {
         })
         .await
         .map_err(|source| {
-            StoreError::Unavailable(Box::new(EmbeddedError::Task { path: self.db.path.clone(), source }))
+            StoreError::Unavailable(Box::new(EmbeddedError::Task { path: self.handle.path.clone(), source }))
         })?
     }
 
@@ -419,7 +580,7 @@ impl Store for EmbeddedStore {
                 return Err(StoreError::Compacted { requested: after, compacted: Revision(compacted) });
             }
             let watcher = Watcher {
-                db: Arc::clone(&self.db),
+                handle: Arc::clone(&self.handle),
                 in_flight: Arc::clone(&self.in_flight),
                 prefix: Arc::from(prefix),
                 cursor: after,
@@ -437,6 +598,10 @@ impl Store for EmbeddedStore {
         Box::pin(async move {
             self.in_flight.idle().await;
         })
+    }
+
+    fn health(&self) -> StoreHealth {
+        self.handle.health.borrow().clone()
     }
 }
 

@@ -111,6 +111,14 @@ impl GatewayBuilder {
         let mut registry = Registry::default();
         let metrics = self.metrics.unwrap_or_else(|| GatewayMetrics::register(&mut registry));
         let ops = Ops::new(if own_registry { registry } else { Registry::default() });
+        // a store that cannot write (an embedded file on a full disk) makes the replica unready
+        // until it has recovered
+        let health_of = Arc::clone(&store);
+        ops.add_readiness_check("store", move || match health_of.health() {
+            opni_metrics_core::store::StoreHealth::Writable => Ok(()),
+            opni_metrics_core::store::StoreHealth::Unwritable(why) => Err(why),
+            _ => Err("unknown store state".to_owned()),
+        });
         // one pooled client (one TLS configuration, one root store) for every upstream call
         let client = crate::forward::upstream_client(&settings.upstream)?;
         let mut forward = match self.upstream {

@@ -100,6 +100,24 @@ pub enum EmbeddedError {
         #[source]
         source: tokio::task::JoinError,
     },
+    /// A write failed (disk full, I/O error) and the file is being reopened; see
+    /// [Recovery](super#recovery).
+    #[error("store file {} cannot be used until it is recovered: {reason}", path.display())]
+    Recovering {
+        /// The file.
+        path: PathBuf,
+        /// The failure, or why the last recovery attempt failed.
+        reason: String,
+    },
+    /// The recovery probe (a write of the largest allowed value) failed: there is not room.
+    #[error("store file {}: a probe write of {MAX_VALUE_LEN} bytes failed", path.display())]
+    Probe {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: Box<StoreError>,
+    },
     /// The store was dropped while a watch was still open.
     #[error("store file {} was closed", path.display())]
     Closed {

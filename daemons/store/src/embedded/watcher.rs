@@ -4,7 +4,7 @@ use super::*;
 
 /// A watcher's state between items.
 pub(super) struct Watcher {
-    pub(super) db: Arc<Db>,
+    pub(super) handle: Arc<Handle>,
     pub(super) in_flight: Arc<InFlight>,
     pub(super) prefix: Arc<str>,
     /// Every event up to here has been delivered or filtered out.
@@ -30,15 +30,25 @@ impl Watcher {
                 if self.committed.changed().await.is_err() && *self.committed.borrow() <= self.cursor {
                     self.done = true;
                     return Some(Err(StoreError::Unavailable(Box::new(EmbeddedError::Closed {
-                        path: self.db.path.clone(),
+                        path: self.handle.path.clone(),
                     }))));
                 }
                 continue;
             }
-            let (db, prefix, cursor) = (Arc::clone(&self.db), Arc::clone(&self.prefix), self.cursor);
+            let db = match self.handle.db() {
+                Ok(db) => db,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            let (handle, prefix, cursor) = (Arc::clone(&self.handle), Arc::clone(&self.prefix), self.cursor);
             let running = self.in_flight.start();
             let read = tokio::task::spawn_blocking(move || {
                 let out = read_events(&db, &prefix, cursor);
+                if db.broken.load(Ordering::Acquire) {
+                    handle.failed(&db);
+                }
                 drop(db);
                 drop(running);
                 out
@@ -55,7 +65,7 @@ impl Watcher {
                 }
                 Err(source) => {
                     self.done = true;
-                    let path = self.db.path.clone();
+                    let path = self.handle.path.clone();
                     return Some(Err(StoreError::Unavailable(Box::new(EmbeddedError::Task { path, source }))));
                 }
             }
