@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,12 +47,12 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use opni_metrics_tests::http::{eventually, get, metric_sum};
+use opni_metrics_tests::http::{get, metric_sum};
 use opni_metrics_tests::pki::{CertFiles, Pki};
+use opni_metrics_tests::procstat::{Proc, clock_ticks, peak_rss_mib, threads_cpu};
 use opni_metrics_tests::prometheus::free_port;
 use opni_metrics_tests::rw;
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 
 /// End-to-end remote-write benchmark: direct vs agent→gateway vs vmagent, one receiver.
 #[derive(Debug, Clone, Parser)]
@@ -176,23 +176,6 @@ impl FromStr for RunSpec {
         }
         Ok(Self { mode, senders })
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// /proc accounting
-
-use opni_metrics_tests::procstat::{clock_ticks, process_cpu, threads_cpu};
-
-/// Peak resident set size (VmHWM) of a process, MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,74 +309,6 @@ async fn rx_serve(listener: TcpListener, c: Arc<RxCounters>, delay: Duration) {
             });
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
         });
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// child processes
-
-struct Proc {
-    name: &'static str,
-    child: Child,
-    pid: u32,
-    log: PathBuf,
-}
-
-impl Proc {
-    async fn spawn(
-        name: &'static str,
-        program: &Path,
-        args: &[String],
-        env: &[(String, String)],
-        dir: &Path,
-    ) -> Result<Self, String> {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-        let file2 = file.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(program)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(file2)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", program.display()))?;
-        let pid = child.id().ok_or("child exited at once")?;
-        Ok(Self { name, child, pid, log })
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<_> = log.lines().collect();
-        lines[lines.len().saturating_sub(15)..].join("\n")
-    }
-
-    /// Waits until `url` answers 2xx (at most 20 s).
-    async fn wait_ok(&mut self, url: &str) -> Result<(), String> {
-        let res = eventually(Duration::from_secs(20), &format!("{} ready at {url}", self.name), || async {
-            match get(url).await {
-                Ok(r) if r.status.is_success() => Ok(()),
-                Ok(r) => Err(format!("status {}", r.status)),
-                Err(e) => Err(e),
-            }
-        })
-        .await;
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Err(format!("{} exited with {status}:\n{}", self.name, self.log_tail()));
-        }
-        res.map_err(|e| format!("{e}\n{} log:\n{}", self.name, self.log_tail()))
-    }
-
-    fn cpu(&self, tick: f64) -> f64 {
-        process_cpu(self.pid, tick)
-    }
-
-    async fn stop(mut self) {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
-            let _ = self.child.kill().await;
-        }
     }
 }
 
