@@ -52,6 +52,14 @@ async fn status_rules_hold_end_to_end() {
     stack.upstream.set(answer(400, &[], "out of order sample"));
     let r = push(&stack.push_url(), body(10)).await.unwrap();
     assert_eq!(r.text(), "out of order sample");
+    // a huge error page keeps its status; its body is cut at the gateway's limit (64 KiB)
+    let page = format!("bad sample {}", "x".repeat(1 << 20));
+    stack.upstream.set(answer(400, &[], &page));
+    let r = push(&stack.push_url(), body(10)).await.unwrap();
+    assert_eq!(r.status.as_u16(), 400, "{}", r.text().chars().take(200).collect::<String>());
+    let text = r.text();
+    assert!(text.starts_with("bad sample xxx") && text.ends_with("... (truncated)"), "{}", &text[..100]);
+    assert!(text.len() <= (64 << 10) + 64, "{} bytes relayed", text.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, USER_AGENT};
 use http::{Method, Request, Uri};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -168,13 +168,39 @@ impl Service<ForwardRequest> for Forwarder {
                 .filter(|(n, _)| is_relayed_header(n.as_str()))
                 .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
                 .collect();
-            let body = match Limited::new(response.into_body(), s.max_response_body).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(_) => Bytes::from_static(b"(upstream response body unreadable or too long)"),
-            };
+            let body = read_capped(response.into_body(), s.max_response_body).await;
             Ok(ForwardResponse { status, body, headers })
         })
     }
+}
+
+/// Marks a body cut at the limit.
+const TRUNCATED: &[u8] = b"... (truncated)";
+
+/// Reads at most `max` bytes of `body`: a longer one (an upstream's large error page) is cut
+/// there and marked, never turned into an error of its own; the rest is not read. A body that
+/// fails midway keeps what arrived.
+async fn read_capped<B>(body: B, max: usize) -> Bytes
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let mut body = body;
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            out.extend_from_slice(b" (upstream response body unreadable)");
+            break;
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        let room = max.saturating_sub(out.len());
+        if data.len() > room {
+            out.extend_from_slice(&data[..room]);
+            out.extend_from_slice(TRUNCATED);
+            break;
+        }
+        out.extend_from_slice(&data);
+    }
+    out.freeze()
 }
 
 /// The forwarder with its layers, cheap to clone (clones share the limits and the pool).
@@ -212,4 +238,23 @@ pub fn stack(forwarder: Forwarder, metrics: Arc<RequestMetrics>) -> ForwardServi
 /// [`ForwardError`].
 pub async fn forward(svc: &ForwardService, req: ForwardRequest) -> Result<ForwardResponse, ForwardError> {
     svc.clone().oneshot(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn long_bodies_are_cut_and_marked() {
+        let short = read_capped(Full::new(Bytes::from_static(b"out of order")), 64).await;
+        assert_eq!(&short[..], b"out of order");
+        let frames = futures::stream::iter(
+            [&b"0123456789"[..], b"abcdefghij", b"never read"]
+                .map(|d| Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(d)))),
+        );
+        let long = read_capped(http_body_util::StreamBody::new(frames), 15).await;
+        assert_eq!(&long[..], b"0123456789abcde... (truncated)");
+        let exact = read_capped(Full::new(Bytes::from_static(b"0123456789")), 10).await;
+        assert_eq!(&exact[..], b"0123456789");
+    }
 }
