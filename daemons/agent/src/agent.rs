@@ -34,8 +34,9 @@ use crate::rules::{RuleSyncer, RulesDriver};
 use crate::settings::{AgentSettings, IdentitySource};
 use crate::sync_loop::{self, SyncState};
 
-/// The push paths: `/api/agent/push`, and `/api/v1/push` as an alias.
-pub const PUSH_PATHS: [&str; 2] = ["/api/agent/push", "/api/v1/push"];
+/// The push paths: `/api/agent/push`, and as aliases `/api/v1/push` (Cortex's and Mimir's) and
+/// `/api/v1/write` (Prometheus's receiver's), so a remote-write URL copied from either works.
+pub const PUSH_PATHS: [&str; 3] = ["/api/agent/push", "/api/v1/push", "/api/v1/write"];
 
 /// Why an agent could not be built or start.
 #[derive(Debug, thiserror::Error)]

@@ -392,3 +392,17 @@ async fn ops_endpoints_and_metrics() {
     );
     assert!(m.contains("opni_gateway_upstream_request_duration_seconds_count 1"), "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_push_path_is_served_and_others_are_not() {
+    let stack = Stack::start(Behaviour::status(204)).await;
+    let base = format!("http://{}", stack.agent.addr);
+    // a remote-write URL copied from Cortex, Mimir or a Prometheus receiver works as well
+    for path in opni_metrics_agent::PUSH_PATHS {
+        let r = push(&format!("{base}{path}"), body(2)).await.unwrap();
+        assert_eq!(r.status.as_u16(), 204, "{path}: {}", r.text());
+    }
+    let r = push(&format!("{base}/api/v1/writes"), body(2)).await.unwrap();
+    assert_eq!(r.status.as_u16(), 404);
+    assert_eq!(stack.upstream.requests().len(), opni_metrics_agent::PUSH_PATHS.len());
+}

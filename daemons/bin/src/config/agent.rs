@@ -105,8 +105,9 @@ pub struct KubeDriverConfig {
     pub name: String,
     /// The agent's Deployment, which owns the namespaced objects (none when absent).
     pub owner_deployment: Option<String>,
-    /// Where Prometheus remote-writes: the agent's Service. Default
-    /// `http://<name>.<namespace>.svc:<http port>/api/v1/write`.
+    /// Where Prometheus remote-writes: the agent's Service, on one of the push paths
+    /// (`/api/agent/push`; `/api/v1/push` and `/api/v1/write` are aliases). Default
+    /// `http://<name>.<namespace>.svc:<http port>/api/agent/push`.
     pub remote_write_url: Option<String>,
     /// `prometheusAgent` or `legacy` (a `Prometheus` in agent mode).
     pub strategy: opni_metrics_kube::node::Strategy,
@@ -368,6 +369,9 @@ impl AgentConfig {
         a.gateway_server_name = gateway.server_name;
         a.channel = gateway.channel;
         a.data_dir.clone_from(&self.data_dir);
+        if let Some(url) = &self.driver.kubernetes.remote_write_url {
+            remote_write_url("driver.kubernetes.remoteWriteUrl", url)?;
+        }
         a.rules.poll_interval = positive("rules.pollInterval", self.rules.poll_interval)?;
         a.rules.resync_interval = positive("rules.resyncInterval", self.rules.resync_interval)?;
         // the value checks live in the library, for the daemon and embedders alike
@@ -376,10 +380,43 @@ impl AgentConfig {
     }
 }
 
+/// Checks that `url` is an absolute http(s) URL on one of the agent's push paths: Prometheus
+/// sends there, and any other path is answered 404, losing every batch.
+fn remote_write_url(field: &str, url: &str) -> Result<(), ConfigError> {
+    let uri: http::Uri = url.parse().map_err(|e| ConfigError::invalid(field, format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(ConfigError::invalid(field, format!("{url:?} must be an absolute http:// or https:// URL")));
+    }
+    if !opni_metrics_agent::PUSH_PATHS.contains(&uri.path()) {
+        return Err(ConfigError::invalid(
+            field,
+            format!(
+                "path {:?} is not one the agent serves (Prometheus would get 404 and drop every batch); use {}",
+                uri.path(),
+                opni_metrics_agent::PUSH_PATHS.join(" or ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_remote_write_url_must_be_a_push_path() {
+        let mut c = AgentConfig::default();
+        for ok in ["http://a.ns.svc:8080/api/agent/push", "https://a:1/api/v1/push", "http://a/api/v1/write"] {
+            c.driver.kubernetes.remote_write_url = Some(ok.into());
+            c.validate().unwrap();
+        }
+        for bad in ["http://a.ns.svc:8080/api/v1/writes", "/api/agent/push", "ftp://a/api/agent/push", "not a url"] {
+            c.driver.kubernetes.remote_write_url = Some(bad.into());
+            assert_eq!(field(&c), "driver.kubernetes.remoteWriteUrl", "{bad}");
+        }
+    }
 
     fn field(c: &AgentConfig) -> String {
         match c.validate().unwrap_err() {
