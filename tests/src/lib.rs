@@ -37,3 +37,4 @@ pub mod sim;
 pub mod target;
 pub mod upstream;
 pub mod wait;
+pub mod webdriver;

@@ -176,6 +176,7 @@ pub struct Gateway {
     client: HttpClient,
     tasks: Tasks,
     serving: Option<Addresses>,
+    ingest: crate::console::IngestHistory,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -260,6 +261,35 @@ impl Gateway {
             self.settings.upstream.tenant_header.clone(),
             self.settings.query.clone(),
             Arc::clone(&self.metrics),
+        )
+    }
+
+    /// The admin console as a `tower::Service` over HTTP requests (paths under `/console/`),
+    /// for an embedder's own HTTP server; [`Gateway::serve`] serves it on [`Listeners::query`]
+    /// unless [`ConsoleSettings::enabled`](crate::console::ConsoleSettings) is off. `grpc` is the
+    /// agent-facing address printed in join commands when the settings name none.
+    pub fn console(&self, grpc: SocketAddr) -> crate::console::Console {
+        let s = &self.settings;
+        let backend = crate::console::Backend {
+            state: self.state.clone(),
+            capability: CapabilityService::new(
+                self.state.clone(),
+                self.hub.clone(),
+                Arc::clone(&self.statuses),
+                self.uninstaller.clone(),
+            ),
+            cortexops: CortexOpsService::new(self.state.clone(), Arc::clone(&self.driver), self.upstream.clone()),
+            bootstrap: BootstrapService::new(self.state.clone(), Arc::clone(&self.ca), false, s.cert_validity),
+            api: self.cortex_api(),
+            ca_path: self.ca.cert_path(),
+            join_address: s.console.join_address.clone().unwrap_or_else(|| grpc.to_string()),
+        };
+        crate::console::Console::new(
+            s.console.clone(),
+            self.readers.clone(),
+            Arc::clone(&self.authenticator),
+            backend,
+            self.ingest.clone(),
         )
     }
 
@@ -376,12 +406,24 @@ impl Gateway {
             }
         };
         let query_opts = ServerOptions { drain_timeout: s.drain_timeout, ..ServerOptions::default() };
+        let console = s.console.enabled.then(|| self.console(addrs.grpc));
+        if console.is_some() {
+            self.tasks.spawn(
+                "console-ingest",
+                self.ingest.clone().run(
+                    self.cortex_api(),
+                    self.state.clone(),
+                    Arc::clone(&self.metrics),
+                    s.console.sample_interval,
+                ),
+            );
+        }
         self.tasks.spawn_graceful(
             "http-query",
             http_server::serve_with_tls(
                 listeners.query,
                 query_tls,
-                self.query_proxy(),
+                QueryListener { proxy: self.query_proxy(), console },
                 query_opts,
                 token.clone().cancelled_owned(),
             ),
@@ -504,6 +546,37 @@ fn serving_files(settings: &GatewaySettings, ca: &Ca) -> Result<TlsFiles, StartE
             pem.push_str(ca.cert_pem());
             std::fs::write(&bundle, pem).map_err(io(&bundle))?;
             Ok(TlsFiles { cert: files.cert.clone(), key: files.key.clone(), ca: bundle })
+        }
+    }
+}
+
+/// The query listener: the console under `/console/`, the query proxy elsewhere.
+#[derive(Clone)]
+struct QueryListener {
+    proxy: QueryProxy,
+    console: Option<crate::console::Console>,
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for QueryListener {
+    type Response = http::Response<crate::query::ProxyBody>;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        use http_body_util::BodyExt as _;
+        match &mut self.console {
+            Some(console) if crate::console::Console::owns(req.uri().path()) => {
+                let fut = console.call(req);
+                Box::pin(async move {
+                    let r = fut.await?;
+                    Ok(r.map(|b| b.map_err(|e: std::convert::Infallible| match e {}).boxed_unsync()))
+                })
+            }
+            _ => self.proxy.call(req),
         }
     }
 }

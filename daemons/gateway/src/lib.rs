@@ -47,6 +47,7 @@ pub mod ca;
 mod capability;
 pub mod cluster_driver;
 mod clusters;
+pub mod console;
 mod cortex_api;
 pub mod cortexadmin;
 mod cortexops;

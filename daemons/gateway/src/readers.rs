@@ -186,6 +186,61 @@ impl Readers {
     }
 }
 
+/// The endpoints of an OpenID Connect login, from the issuer's discovery document.
+#[derive(Debug, Clone)]
+pub(crate) struct LoginEndpoints {
+    pub(crate) authorization: String,
+    pub(crate) token: String,
+}
+
+impl Readers {
+    /// The OpenID Connect issuer readers are checked against, if any.
+    pub(crate) fn oidc_settings(&self) -> Option<&OidcSettings> {
+        self.oidc.as_ref().map(|o| &o.settings)
+    }
+
+    /// The issuer's authorization and token endpoints (discovery).
+    pub(crate) async fn login_endpoints(&self) -> Result<LoginEndpoints, String> {
+        let oidc = self.oidc.as_ref().ok_or("no OpenID Connect issuer is configured")?;
+        let doc = oidc.discovery().await?;
+        let field = |name: &str| {
+            doc.get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| format!("the discovery document has no {name}"))
+        };
+        Ok(LoginEndpoints { authorization: field("authorization_endpoint")?, token: field("token_endpoint")? })
+    }
+
+    /// POSTs `form` to the issuer's token endpoint `url`.
+    pub(crate) async fn token_request(&self, url: &str, form: &[(&str, &str)]) -> Result<Value, String> {
+        let oidc = self.oidc.as_ref().ok_or("no OpenID Connect issuer is configured")?;
+        oidc.post_form(url, form).await
+    }
+
+    /// Checks an ID token like any reader's token, and returns its caller and claims.
+    pub(crate) async fn verify_id_token(
+        &self,
+        token: &str,
+    ) -> Result<(Caller, serde_json::Map<String, Value>), ReaderError> {
+        let oidc = self.oidc.as_ref().ok_or(ReaderError::NoIssuer)?;
+        oidc.verify_claims(token).await
+    }
+
+    /// The reader behind an API key.
+    ///
+    /// # Errors
+    /// [`ReaderError`]: malformed or unknown.
+    pub(crate) async fn api_key(&self, key: &str) -> Result<Caller, ReaderError> {
+        if key.len() > MAX_CREDENTIAL_BYTES {
+            return Err(ReaderError::Malformed(format!("longer than {MAX_CREDENTIAL_BYTES} bytes")));
+        }
+        let key = PresentedKey::parse(key.trim())
+            .ok_or_else(|| ReaderError::Malformed("API keys look like omk_<16 hex>_<64 hex>".into()))?;
+        self.state.api_key_caller(&key).await?.ok_or(ReaderError::UnknownApiKey)
+    }
+}
+
 fn basic_password(encoded: &str) -> Result<String, ReaderError> {
     use base64::Engine as _;
     if encoded.len() > MAX_CREDENTIAL_BYTES * 2 {
@@ -266,6 +321,40 @@ impl Oidc {
         serde_json::from_slice(&body).map_err(|e| format!("{url}: not JSON: {e}"))
     }
 
+    /// The issuer's discovery document.
+    async fn discovery(&self) -> Result<Value, String> {
+        let url = format!("{}/.well-known/openid-configuration", self.settings.issuer.trim_end_matches('/'));
+        self.get_json(&url).await
+    }
+
+    /// POSTs a form to the issuer (its token endpoint) and reads the JSON answer.
+    async fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<Value, String> {
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("{url}: {e}"))?;
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| format!("{url}: timed out"))?
+            .map_err(|e| format!("{url}: {}", opni_metrics_core::error_chain(&e)))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        let doc: Value = serde_json::from_slice(&body).map_err(|e| format!("{url}: HTTP {status}, not JSON: {e}"))?;
+        if !status.is_success() {
+            let what = doc.get("error").and_then(Value::as_str).unwrap_or("no error code");
+            return Err(format!("{url}: HTTP {status}: {what}"));
+        }
+        Ok(doc)
+    }
+
     async fn jwks_url(&self) -> Result<String, String> {
         if let Some(u) = &self.settings.jwks_url {
             return Ok(u.to_string());
@@ -338,6 +427,11 @@ impl Oidc {
     }
 
     async fn verify(&self, token: &str) -> Result<Caller, ReaderError> {
+        self.verify_claims(token).await.map(|(caller, _)| caller)
+    }
+
+    /// Checks `token` and returns its caller and all its claims.
+    async fn verify_claims(&self, token: &str) -> Result<(Caller, serde_json::Map<String, Value>), ReaderError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| ReaderError::Malformed(format!("JWT header: {e}")))?;
         if !ACCEPTED.contains(&header.alg) {
@@ -372,7 +466,7 @@ impl Oidc {
         let mut last = None;
         for key in &keys {
             match jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, key, &v) {
-                Ok(data) => return self.caller(&data.claims),
+                Ok(data) => return self.caller(&data.claims).map(|c| (c, data.claims)),
                 Err(e) => last = Some(e),
             }
         }

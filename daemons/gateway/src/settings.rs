@@ -320,6 +320,8 @@ pub struct GatewaySettings {
     pub query: QuerySettings,
     /// TLS of the management listener; `None`: plain text (keep it on loopback).
     pub management_tls: Option<ManagementTls>,
+    /// The admin console, under `/console/` on the query listener.
+    pub console: crate::console::ConsoleSettings,
 }
 
 impl Default for GatewaySettings {
@@ -345,6 +347,7 @@ impl Default for GatewaySettings {
             drain_timeout: Duration::from_secs(30),
             readers: ReaderSettings::default(),
             query: QuerySettings::default(),
+            console: crate::console::ConsoleSettings::default(),
             management_tls: None,
         }
     }

@@ -99,9 +99,13 @@ where
     serve_with_tls(listener, None, service, opts, shutdown).await;
 }
 
+/// The peer address of the connection a request came on, in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemotePeer(pub std::net::SocketAddr);
+
 /// Like [`serve`], over TLS with the current config of `tls` for each new connection
 /// (handshakes run concurrently, each within the header read timeout). `None` serves plain
-/// text.
+/// text. Each request carries its connection's [`RemotePeer`].
 pub async fn serve_with_tls<S, B>(
     listener: TcpListener,
     tls: Option<watch::Receiver<Arc<ServerConfig>>>,
@@ -144,7 +148,10 @@ pub async fn serve_with_tls<S, B>(
         };
         let _ = tcp.set_nodelay(true);
         let service = service.clone();
-        let svc = hyper::service::service_fn(move |req| service.clone().oneshot(req));
+        let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(RemotePeer(peer));
+            service.clone().oneshot(req)
+        });
         let watcher = graceful.watcher();
         let builder = Arc::clone(&builder);
         let acceptor = tls.as_ref().map(|t| tokio_rustls::TlsAcceptor::from(Arc::clone(&t.borrow())));

@@ -51,6 +51,8 @@ pub struct GatewayConfig {
     pub query: super::readers::QueryConfig,
     /// How readers (query proxy, CortexAdmin) authenticate.
     pub readers: super::readers::ReadersConfig,
+    /// The admin console.
+    pub console: super::readers::ConsoleConfig,
 }
 
 impl Default for GatewayConfig {
@@ -69,6 +71,7 @@ impl Default for GatewayConfig {
             kubernetes: None,
             query: super::readers::QueryConfig::default(),
             readers: super::readers::ReadersConfig::default(),
+            console: super::readers::ConsoleConfig::default(),
         }
     }
 }
@@ -421,6 +424,7 @@ impl GatewayConfig {
         s.budget.max_requests_per_tenant = self.remote_write.max_requests_per_tenant;
         s.management_tls = self.management.tls.as_ref().map(super::readers::ManagementTlsConfig::settings);
         super::readers::apply(&mut s, &self.query, &self.readers, &self.upstream)?;
+        s.console = self.console.settings(s.readers.oidc.is_some())?;
         // every value check lives in the library, for the daemon and embedders alike
         s.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
         let store = self.store.clone().unwrap_or_else(|| {

@@ -109,6 +109,82 @@ fn five_minutes() -> PromDuration {
     PromDuration::from_secs(300)
 }
 
+/// The admin console (under `/console/` on the query listener).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve the console.
+    pub enabled: bool,
+    /// Signed-in readers who are admins: `user:NAME` or `group:NAME`.
+    pub admins: Vec<String>,
+    /// The console's `/console/callback` URL as browsers reach it; enables OpenID Connect
+    /// sign-in (with `readers.oidc`, whose audience is the client id).
+    pub oidc_redirect_url: Option<String>,
+    /// A file holding the OAuth client secret, for providers that want one besides PKCE.
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// How long a session lasts.
+    pub session_ttl: PromDuration,
+    /// The agent-facing address printed in join commands (`host:port`).
+    pub join_address: Option<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            admins: Vec::new(),
+            oidc_redirect_url: None,
+            oidc_client_secret_file: None,
+            session_ttl: PromDuration::from_secs(8 * 3600),
+            join_address: None,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// The library's settings.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn settings(&self, oidc: bool) -> Result<opni_metrics_gateway::console::ConsoleSettings, ConfigError> {
+        let mut c = opni_metrics_gateway::console::ConsoleSettings::default();
+        c.enabled = self.enabled;
+        c.admin_subjects = self
+            .admins
+            .iter()
+            .enumerate()
+            .map(|(i, a)| a.parse().map_err(|e| ConfigError::invalid(format!("console.admins[{i}]"), format!("{e}"))))
+            .collect::<Result<_, _>>()?;
+        if let Some(u) = &self.oidc_redirect_url {
+            let uri: http::Uri = u
+                .parse()
+                .map_err(|_| ConfigError::invalid("console.oidcRedirectUrl", format!("{u:?} is not a URL")))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || !uri.path().ends_with("/console/callback") {
+                return Err(ConfigError::invalid(
+                    "console.oidcRedirectUrl",
+                    format!("{u:?} must be an absolute http(s) URL ending in /console/callback"),
+                ));
+            }
+            if !oidc {
+                return Err(ConfigError::invalid(
+                    "console.oidcRedirectUrl",
+                    "OpenID Connect sign-in needs readers.oidc (its issuer, and its audience as the client id)",
+                ));
+            }
+            c.oidc_redirect_url = Some(u.clone());
+        }
+        if let Some(f) = &self.oidc_client_secret_file {
+            let secret = std::fs::read_to_string(f).map_err(|e| {
+                ConfigError::invalid("console.oidcClientSecretFile", format!("cannot read {}: {e}", f.display()))
+            })?;
+            c.oidc_client_secret = Some(secret.trim().to_owned());
+        }
+        c.session_ttl = positive("console.sessionTtl", self.session_ttl)?;
+        c.join_address.clone_from(&self.join_address);
+        Ok(c)
+    }
+}
+
 /// TLS of the management listener.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -193,6 +193,7 @@ impl GatewayBuilder {
             client,
             tasks,
             serving: None,
+            ingest: crate::console::IngestHistory::default(),
         })
     }
 }
