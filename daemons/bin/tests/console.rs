@@ -283,6 +283,7 @@ async fn the_console_in_a_real_browser() {
     wait_text(&r, "header .who", "apikey:reader · reader").await;
     wait_text(&r, "#clusters", A).await;
     assert!(!r.text_of("#clusters").await.unwrap().contains(B), "the reader sees cluster B");
+    shot(&r, "reader-clusters").await;
     assert!(r.find_all("a[href='/console/cortex']").await.unwrap().is_empty());
     r.goto(&format!("{base}/console/clusters/{B}")).await.unwrap();
     wait_text(&r, "main", "no such cluster, or you may not see it").await;
@@ -291,7 +292,6 @@ async fn the_console_in_a_real_browser() {
     assert!(r.find_all("#install, #uninstall, #cancel").await.unwrap().is_empty(), "a reader is offered actions");
     r.goto(&format!("{base}/console/ingestion")).await.unwrap();
     assert_eq!(r.find_all("section[data-tenant]").await.unwrap().len(), 1);
-    shot(&r, "reader-clusters").await;
     r.quit().await;
 
     // --- security, over plain HTTP ---------------------------------------------------------------
@@ -299,6 +299,12 @@ async fn the_console_in_a_real_browser() {
     let csp = page.headers.get("content-security-policy").unwrap().to_str().unwrap();
     assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(page.headers.get("x-content-type-options").unwrap(), "nosniff");
+    // an OpenID Connect answer for a sign-in this browser did not start is refused
+    let forged =
+        send(Method::GET, &format!("{base}/console/callback?code=c&state=s"), &[], bytes::Bytes::new()).await.unwrap();
+    assert_eq!(forged.status.as_u16(), 401);
+    assert!(forged.text().contains("started elsewhere"), "{}", forged.text());
+    assert!(forged.headers.get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("omc_session=")));
     let session = http_sign_in(&base, &reader_key).await;
     assert!(
         session.contains("HttpOnly") && session.contains("Secure") && session.contains("SameSite=Lax"),

@@ -133,6 +133,13 @@ async fn run() -> Result<()> {
     let (status, body) = opni_metrics_daemons::demo::http_get_with(&proxied, &format!("Bearer {key}")).await?;
     anyhow::ensure!(status == 200 && body.contains("opni-agent"), "the query proxy answered {status}: {body}");
     println!("the query proxy answers for API key `demo-reader` (role `demo`: cluster {CLUSTER})");
+    let console = format!("http://{}/console/", addrs.query);
+    let (status, body) = opni_metrics_daemons::demo::http_get(&format!("{console}login")).await?;
+    anyhow::ensure!(status == 200 && body.contains("Sign in"), "the console answered {status}");
+    println!(
+        "the admin console is at {console}: sign in with the admin token ({}) as admin, or the API key as a reader",
+        dir.join("gateway/admin.token").display()
+    );
     println!("\nlook (from this checkout, in another terminal):");
     println!("  curl '{recv}/api/v1/query?query=opni_agent_remote_write_requests_total'");
     println!("  curl -s http://{}/metrics | grep opni_gateway_remote_write", addrs.http);

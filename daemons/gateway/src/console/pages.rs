@@ -555,11 +555,7 @@ pub(crate) fn ingestion(ctx: &Ctx<'_>, _user: &User, data: &Ingestion) -> Markup
     )
 }
 
-pub(crate) fn rules(
-    ctx: &Ctx<'_>,
-    _user: &User,
-    per: &[ClusterRules],
-) -> Markup {
+pub(crate) fn rules(ctx: &Ctx<'_>, _user: &User, per: &[ClusterRules]) -> Markup {
     layout(
         Some(ctx),
         "Rules",
