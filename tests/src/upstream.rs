@@ -1,5 +1,6 @@
 //! A scriptable remote-write upstream: answers with a chosen status, hangs, or proxies to a
-//! real receiver; records every request (headers, tenant, decoded sample count).
+//! real receiver; records every push (a POST: headers, tenant, decoded sample count). Other GETs
+//! answer 404 and are not recorded.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -181,6 +182,13 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Result<Resp
         if !ready {
             *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         }
+        return Ok(r);
+    }
+    if req.method() != http::Method::POST {
+        // a push is a POST; other reads (a console's statistics, say) find nothing here, as on
+        // a distributor without those APIs, and are not pushes to record
+        let mut r = Response::new(Full::new(Bytes::from_static(b"404 page not found")));
+        *r.status_mut() = StatusCode::NOT_FOUND;
         return Ok(r);
     }
     let headers = req.headers().clone();

@@ -43,7 +43,7 @@ mod login;
 mod pages;
 mod session;
 
-pub use ingest::IngestHistory;
+pub(crate) use ingest::{IngestHistory, Sampler};
 use session::{SESSION_COOKIE, Session, Sessions, User};
 
 /// The largest form body read.
@@ -72,7 +72,8 @@ pub struct ConsoleSettings {
     /// The agent-facing address printed in join commands (`host:port`); the gRPC listen
     /// address when `None`.
     pub join_address: Option<String>,
-    /// How often ingestion statistics are sampled for the charts. Default 30 s.
+    /// How often ingestion statistics are sampled for the charts, from the first sign-in on.
+    /// Default 30 s.
     pub sample_interval: Duration,
 }
 
@@ -123,6 +124,7 @@ pub(crate) struct Inner {
     sessions: Sessions,
     pub(crate) backend: Backend,
     pub(crate) history: IngestHistory,
+    sampler: Sampler,
 }
 
 /// A page or fragment's answer.
@@ -135,9 +137,10 @@ impl Console {
         admin: Arc<dyn Authenticator>,
         backend: Backend,
         history: IngestHistory,
+        sampler: Sampler,
     ) -> Self {
         let sessions = Sessions::new(settings.session_ttl, settings.max_sessions);
-        Self { inner: Arc::new(Inner { settings, readers, admin, sessions, backend, history }) }
+        Self { inner: Arc::new(Inner { settings, readers, admin, sessions, backend, history, sampler }) }
     }
 
     /// Whether `path` is the console's.
@@ -278,8 +281,10 @@ impl Inner {
         })
     }
 
-    /// Starts a session for `user` and sends the browser to the clusters page.
+    /// Starts a session for `user` and sends the browser to the clusters page; the first
+    /// sign-in starts the ingestion sampler.
     fn sign_in(&self, user: User) -> Reply {
+        self.sampler.start();
         let Some(id) = self.sessions.create(user) else {
             return text(StatusCode::INTERNAL_SERVER_ERROR, "no randomness available for a session");
         };

@@ -284,12 +284,21 @@ impl Gateway {
             ca_path: self.ca.cert_path(),
             join_address: s.console.join_address.clone().unwrap_or_else(|| grpc.to_string()),
         };
+        let sampler = crate::console::Sampler::new(
+            self.ingest.clone(),
+            self.cortex_api(),
+            self.state.clone(),
+            Arc::clone(&self.metrics),
+            s.console.sample_interval,
+            self.tasks.clone(),
+        );
         crate::console::Console::new(
             s.console.clone(),
             self.readers.clone(),
             Arc::clone(&self.authenticator),
             backend,
             self.ingest.clone(),
+            sampler,
         )
     }
 
@@ -407,17 +416,6 @@ impl Gateway {
         };
         let query_opts = ServerOptions { drain_timeout: s.drain_timeout, ..ServerOptions::default() };
         let console = s.console.enabled.then(|| self.console(addrs.grpc));
-        if console.is_some() {
-            self.tasks.spawn(
-                "console-ingest",
-                self.ingest.clone().run(
-                    self.cortex_api(),
-                    self.state.clone(),
-                    Arc::clone(&self.metrics),
-                    s.console.sample_interval,
-                ),
-            );
-        }
         self.tasks.spawn_graceful(
             "http-query",
             http_server::serve_with_tls(

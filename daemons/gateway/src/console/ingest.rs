@@ -39,8 +39,43 @@ struct History {
 
 /// The sampled history, shared by the sampler and the pages.
 #[derive(Debug, Clone, Default)]
-pub struct IngestHistory {
+pub(crate) struct IngestHistory {
     inner: Arc<Mutex<History>>,
+}
+
+/// Starts the sampler the first time someone signs in to the console: a gateway whose console
+/// is never used sends its upstream nothing for it.
+pub(crate) struct Sampler {
+    started: std::sync::atomic::AtomicBool,
+    history: IngestHistory,
+    api: CortexApi,
+    state: State,
+    metrics: Arc<GatewayMetrics>,
+    interval: Duration,
+    tasks: opni_metrics_transport::Tasks,
+}
+
+impl Sampler {
+    pub(crate) fn new(
+        history: IngestHistory,
+        api: CortexApi,
+        state: State,
+        metrics: Arc<GatewayMetrics>,
+        interval: Duration,
+        tasks: opni_metrics_transport::Tasks,
+    ) -> Self {
+        Self { started: std::sync::atomic::AtomicBool::new(false), history, api, state, metrics, interval, tasks }
+    }
+
+    /// Starts sampling, once.
+    pub(crate) fn start(&self) {
+        if self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let run =
+            self.history.clone().run(self.api.clone(), self.state.clone(), Arc::clone(&self.metrics), self.interval);
+        self.tasks.spawn("console-ingest", run);
+    }
 }
 
 impl IngestHistory {
