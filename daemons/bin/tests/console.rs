@@ -19,10 +19,9 @@ use opni_metrics_core::ClusterId;
 use opni_metrics_core::access::{ApiKeyRecord, Role, RoleBinding, Subject};
 use opni_metrics_core::registry::Cluster;
 use opni_metrics_core::store::MemoryStore;
-use opni_metrics_tests::cortex::CortexUpstream;
 use opni_metrics_tests::http::send;
 use opni_metrics_tests::oidc::Issuer;
-use opni_metrics_tests::prometheus::{Prometheus, free_port};
+use opni_metrics_tests::prometheus::free_port;
 use opni_metrics_tests::webdriver::{Browser, Driver, png_colours, screenshot_dir};
 
 const A: &str = "cluster-a";
@@ -92,10 +91,7 @@ async fn http_sign_in(base: &str, key: &str) -> String {
 async fn the_console_in_a_real_browser() {
     let Some(driver) = Driver::start().await else { return };
     let certs = certs();
-    let cortex = CortexUpstream::start().await;
-    let (recv_a, recv_b) = (Prometheus::receiver().await.unwrap(), Prometheus::receiver().await.unwrap());
-    cortex.backend(A, &recv_a.url());
-    cortex.backend(B, &recv_b.url());
+    let (cortex, _receivers) = common::cortex_with_receivers(&[A, B]).await;
     let issuer = Issuer::start().await;
     let query_port = free_port();
     let base = format!("http://127.0.0.1:{query_port}");

@@ -58,10 +58,7 @@ fn org_ids_since(up: &CortexUpstream, from: usize) -> Vec<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_see_exactly_their_tenants() {
     let certs = certs();
-    let cortex = CortexUpstream::start().await;
-    let (recv_a, recv_b) = (Prometheus::receiver().await.unwrap(), Prometheus::receiver().await.unwrap());
-    cortex.backend(A, &recv_a.url());
-    cortex.backend(B, &recv_b.url());
+    let (cortex, _receivers) = common::cortex_with_receivers(&[A, B]).await;
     let issuer = Issuer::start().await;
 
     let mut gc = gateway_config(&certs, &format!("{}/api/v1/push", cortex.url()));

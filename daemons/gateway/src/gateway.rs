@@ -284,14 +284,15 @@ impl Gateway {
             ca_path: self.ca.cert_path(),
             join_address: s.console.join_address.clone().unwrap_or_else(|| grpc.to_string()),
         };
-        let sampler = crate::console::Sampler::new(
-            self.ingest.clone(),
-            self.cortex_api(),
-            self.state.clone(),
-            Arc::clone(&self.metrics),
-            s.console.sample_interval,
-            self.tasks.clone(),
-        );
+        let sampler = crate::console::Sampler {
+            started: std::sync::atomic::AtomicBool::new(false),
+            history: self.ingest.clone(),
+            api: self.cortex_api(),
+            state: self.state.clone(),
+            metrics: Arc::clone(&self.metrics),
+            interval: s.console.sample_interval,
+            tasks: self.tasks.clone(),
+        };
         crate::console::Console::new(
             s.console.clone(),
             self.readers.clone(),

@@ -313,3 +313,18 @@ impl tonic::service::Interceptor for BearerAuth {
 pub async fn management_channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap()
 }
+
+/// The Cortex-semantics upstream with a real Prometheus receiver behind each of `tenants`
+/// (keep the receivers alive as long as the upstream is used).
+pub async fn cortex_with_receivers(
+    tenants: &[&str],
+) -> (opni_metrics_tests::cortex::CortexUpstream, Vec<opni_metrics_tests::prometheus::Prometheus>) {
+    let cortex = opni_metrics_tests::cortex::CortexUpstream::start().await;
+    let mut receivers = Vec::new();
+    for t in tenants {
+        let r = opni_metrics_tests::prometheus::Prometheus::receiver().await.unwrap();
+        cortex.backend(t, &r.url());
+        receivers.push(r);
+    }
+    (cortex, receivers)
+}

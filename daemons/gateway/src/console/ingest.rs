@@ -46,27 +46,16 @@ pub(crate) struct IngestHistory {
 /// Starts the sampler the first time someone signs in to the console: a gateway whose console
 /// is never used sends its upstream nothing for it.
 pub(crate) struct Sampler {
-    started: std::sync::atomic::AtomicBool,
-    history: IngestHistory,
-    api: CortexApi,
-    state: State,
-    metrics: Arc<GatewayMetrics>,
-    interval: Duration,
-    tasks: opni_metrics_transport::Tasks,
+    pub(crate) started: std::sync::atomic::AtomicBool,
+    pub(crate) history: IngestHistory,
+    pub(crate) api: CortexApi,
+    pub(crate) state: State,
+    pub(crate) metrics: Arc<GatewayMetrics>,
+    pub(crate) interval: Duration,
+    pub(crate) tasks: opni_metrics_transport::Tasks,
 }
 
 impl Sampler {
-    pub(crate) fn new(
-        history: IngestHistory,
-        api: CortexApi,
-        state: State,
-        metrics: Arc<GatewayMetrics>,
-        interval: Duration,
-        tasks: opni_metrics_transport::Tasks,
-    ) -> Self {
-        Self { started: std::sync::atomic::AtomicBool::new(false), history, api, state, metrics, interval, tasks }
-    }
-
     /// Starts sampling, once.
     pub(crate) fn start(&self) {
         if self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {

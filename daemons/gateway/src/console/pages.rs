@@ -107,30 +107,28 @@ pub(crate) fn login(pre: &str, oidc: bool, loopback: bool, error: Option<&str>) 
                     p { a #oidc-login href="/console/login/oidc" { "Sign in with OpenID Connect" } }
                 }
             }
-            div.card {
-                h2 { "With an API key" }
-                form method="post" action="/console/login/key" {
-                    input type="hidden" name="pre" value=(pre);
-                    div.row {
-                        label { "API key " input #key type="password" name="key" autocomplete="off" required size="40"; }
-                        button type="submit" { "Sign in" }
-                    }
-                }
-            }
+            (secret_form("With an API key", "/console/login/key", "key", "API key ", pre))
             @if loopback {
-                div.card {
-                    h2 { "With the admin token (this machine only)" }
-                    form method="post" action="/console/login/token" {
-                        input type="hidden" name="pre" value=(pre);
-                        div.row {
-                            label { "Admin token " input #token type="password" name="token" autocomplete="off" required size="40"; }
-                            button type="submit" { "Sign in" }
-                        }
-                    }
-                }
+                (secret_form("With the admin token (this machine only)", "/console/login/token", "token", "Admin token ", pre))
             }
         },
     )
+}
+
+/// A sign-in form for one secret (an API key, the admin token) named `field`.
+fn secret_form(title: &str, action: &str, field: &str, label: &str, pre: &str) -> Markup {
+    html! {
+        div.card {
+            h2 { (title) }
+            form method="post" action=(action) {
+                input type="hidden" name="pre" value=(pre);
+                div.row {
+                    label { (label) input id=(field) type="password" name=(field) autocomplete="off" required size="40"; }
+                    button type="submit" { "Sign in" }
+                }
+            }
+        }
+    }
 }
 
 pub(crate) fn error(ctx: &Ctx<'_>, message: &str) -> Markup {
