@@ -1,6 +1,15 @@
-//! The gateway's embedded certificate authority: generated on first start and kept in the data
-//! directory; it signs the gateway's serving certificate and every agent certificate issued at
-//! `Join` (cluster id in the URI SAN).
+//! The gateway's certificate authority: it signs the gateway's serving certificate and every
+//! agent certificate issued at `Join` (cluster id in the URI SAN).
+//!
+//! Either embedded (generated on first start and kept in the data directory, one per replica)
+//! or supplied by the operator ([`Ca::load`]: a certificate and key every replica mounts, such as
+//! a Kubernetes Secret or a cert-manager CA issuer's secret), which is what several replicas
+//! need: an agent that joined through one is then trusted by all, and a pod restart keeps every
+//! agent's identity valid.
+//!
+//! Private files are checked on every start: the ones the gateway writes (the embedded CA's key,
+//! the serving key) must be readable by their owner only, an operator's key by no one outside
+//! its owner and group (Kubernetes' `fsGroup` makes secret files group-readable).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -27,6 +36,28 @@ pub enum CaError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// A private key file can be read by others.
+    #[error("{path} is readable by others (mode {mode:o}); make it 0600 (or 0440 in a Secret volume)")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key does not belong to the certificate.
+    #[error("the key {key} does not belong to the CA certificate {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// The certificate cannot sign certificates.
+    #[error("{path} is not a CA certificate (basic constraints do not allow signing)")]
+    NotCa {
+        /// The certificate file.
+        path: PathBuf,
     },
     /// Key or certificate generation, parsing or signing failed.
     #[error("{context}")]
@@ -55,8 +86,37 @@ pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), CaError> 
     std::fs::rename(&tmp, path).map_err(io)
 }
 
+/// Refuses a private file whose mode grants any of `forbidden`.
+pub(crate) fn check_private(path: &Path, forbidden: u32) -> Result<(), CaError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(|source| CaError::Io { path: path.to_owned(), source })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & forbidden != 0 {
+        return Err(CaError::Permissions { path: path.to_owned(), mode });
+    }
+    Ok(())
+}
+
 fn read(path: &Path) -> Result<String, CaError> {
     std::fs::read_to_string(path).map_err(|source| CaError::Io { path: path.to_owned(), source })
+}
+
+/// The DER of the first `CERTIFICATE` block of `pem`.
+fn pem_first(pem: &str) -> Option<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok().map(|c| c.as_ref().to_vec())
+}
+
+fn pem_encode(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 fn validity(p: &mut CertificateParams, d: Duration) {
@@ -69,7 +129,10 @@ fn validity(p: &mut CertificateParams, d: Duration) {
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
     cert_pem: String,
+    /// Where the serving certificate is written.
     dir: PathBuf,
+    /// The CA certificate file agents are given.
+    cert_path: PathBuf,
 }
 
 impl std::fmt::Debug for Ca {
@@ -99,10 +162,41 @@ impl Ca {
             write_private(&cert_path, &cert.pem())?;
             tracing::info!(dir = %dir.display(), "created the embedded CA");
         }
+        check_private(&key_path, 0o077)?;
         let cert_pem = read(&cert_path)?;
         let key = KeyPair::from_pem(&read(&key_path)?).map_err(rc("parse CA key"))?;
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(rc("parse CA certificate"))?;
-        Ok(Self { issuer, cert_pem, dir: dir.to_owned() })
+        Ok(Self { issuer, cert_pem, dir: dir.to_owned(), cert_path })
+    }
+
+    /// Loads an operator's CA from `cert` and `key` (PEM; the first certificate of `cert` is the
+    /// CA), writing the serving certificate into `work_dir`. Every replica given the same files
+    /// issues certificates every other replica trusts.
+    ///
+    /// # Errors
+    /// [`CaError`]: a file is unreadable, the key is readable by others, the key does not
+    /// belong to the certificate, or the certificate is not a CA's.
+    pub fn load(cert: &Path, key: &Path, work_dir: &Path) -> Result<Self, CaError> {
+        std::fs::create_dir_all(work_dir).map_err(|source| CaError::Io { path: work_dir.to_owned(), source })?;
+        check_private(key, 0o007)?;
+        let cert_pem = read(cert)?;
+        let keypair = KeyPair::from_pem(&read(key)?).map_err(rc("parse CA key"))?;
+        let first = pem_first(&cert_pem).ok_or_else(|| CaError::NotCa { path: cert.to_owned() })?;
+        let (_, x509) =
+            x509_parser::parse_x509_certificate(&first).map_err(|_| CaError::NotCa { path: cert.to_owned() })?;
+        if x509.tbs_certificate.subject_pki.raw != rcgen::PublicKeyData::subject_public_key_info(&keypair).as_slice() {
+            return Err(CaError::KeyMismatch { cert: cert.to_owned(), key: key.to_owned() });
+        }
+        if !x509.is_ca() {
+            return Err(CaError::NotCa { path: cert.to_owned() });
+        }
+        let issuer = Issuer::from_ca_cert_der(&first.clone().into(), keypair).map_err(rc("parse CA certificate"))?;
+        // agents are given exactly the CA certificate
+        let own_pem = pem_encode(&first);
+        let cert_path = work_dir.join("ca.pem");
+        std::fs::write(&cert_path, &own_pem).map_err(|source| CaError::Io { path: cert_path.clone(), source })?;
+        tracing::info!(cert = %cert.display(), "using the operator's CA");
+        Ok(Self { issuer, cert_pem: own_pem, dir: work_dir.to_owned(), cert_path })
     }
 
     /// The CA certificate (PEM).
@@ -112,7 +206,7 @@ impl Ca {
 
     /// The CA certificate file.
     pub fn cert_path(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.cert_path.clone()
     }
 
     /// Issues (or re-issues) the gateway's serving certificate for `names` (DNS names or IP

@@ -509,6 +509,8 @@ impl Drop for Gateway {
 fn admin_token(path: &Path) -> Result<String, StartError> {
     let io = |source| StartError::Io { path: path.to_owned(), source };
     if let Ok(t) = std::fs::read_to_string(path) {
+        // a token others can read is refused, not silently used
+        crate::ca::check_private(path, 0o077)?;
         let t = t.trim().to_owned();
         if !t.is_empty() {
             return Ok(t);

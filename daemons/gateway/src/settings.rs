@@ -141,6 +141,16 @@ pub struct ReaderSettings {
     pub oidc: Option<OidcSettings>,
 }
 
+/// An operator-supplied CA: a certificate and its key (a Kubernetes Secret's `tls.crt` and
+/// `tls.key`, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFiles {
+    /// The CA certificate (PEM; its first certificate is the CA).
+    pub cert: PathBuf,
+    /// Its private key (PEM), readable by no one but its owner and group.
+    pub key: PathBuf,
+}
+
 /// An OpenID Connect issuer.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -320,6 +330,9 @@ pub struct GatewaySettings {
     pub query: QuerySettings,
     /// TLS of the management listener; `None`: plain text (keep it on loopback).
     pub management_tls: Option<ManagementTls>,
+    /// The operator's CA, shared by every replica (certificate and key, PEM); `None`: an
+    /// embedded CA generated in `data_dir/pki`, which suits a single replica only.
+    pub ca: Option<CaFiles>,
     /// The admin console, under `/console/` on the query listener.
     pub console: crate::console::ConsoleSettings,
 }
@@ -348,6 +361,7 @@ impl Default for GatewaySettings {
             readers: ReaderSettings::default(),
             query: QuerySettings::default(),
             console: crate::console::ConsoleSettings::default(),
+            ca: None,
             management_tls: None,
         }
     }

@@ -53,6 +53,19 @@ pub struct GatewayConfig {
     pub readers: super::readers::ReadersConfig,
     /// The admin console.
     pub console: super::readers::ConsoleConfig,
+    /// The operator's CA, shared by every replica: `{cert, key}` (a mounted Secret's `tls.crt`
+    /// and `tls.key`); without it each replica makes its own in `dataDir/pki`.
+    pub ca: Option<CaConfig>,
+}
+
+/// An operator-supplied CA.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaConfig {
+    /// The CA certificate (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM), mode 0600 (or 0440 in a Secret volume).
+    pub key: PathBuf,
 }
 
 impl Default for GatewayConfig {
@@ -72,6 +85,7 @@ impl Default for GatewayConfig {
             query: super::readers::QueryConfig::default(),
             readers: super::readers::ReadersConfig::default(),
             console: super::readers::ConsoleConfig::default(),
+            ca: None,
         }
     }
 }
@@ -425,6 +439,10 @@ impl GatewayConfig {
         s.management_tls = self.management.tls.as_ref().map(super::readers::ManagementTlsConfig::settings);
         super::readers::apply(&mut s, &self.query, &self.readers, &self.upstream)?;
         s.console = self.console.settings(s.readers.oidc.is_some())?;
+        s.ca = self
+            .ca
+            .as_ref()
+            .map(|c| opni_metrics_gateway::settings::CaFiles { cert: c.cert.clone(), key: c.key.clone() });
         // every value check lives in the library, for the daemon and embedders alike
         s.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
         let store = self.store.clone().unwrap_or_else(|| {

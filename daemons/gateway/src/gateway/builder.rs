@@ -137,7 +137,11 @@ impl GatewayBuilder {
         for layer in self.layers {
             forward = layer(forward);
         }
-        let ca = Arc::new(Ca::load_or_create(&settings.data_dir.join("pki"))?);
+        let pki = settings.data_dir.join("pki");
+        let ca = Arc::new(match &settings.ca {
+            Some(files) => Ca::load(&files.cert, &files.key, &pki)?,
+            None => Ca::load_or_create(&pki)?,
+        });
         let (admin_token, authenticator) = match self.authenticator {
             Some(a) => (None, a),
             None => {

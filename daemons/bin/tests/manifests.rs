@@ -1,0 +1,150 @@
+//! The shipped manifests, as `kubectl kustomize` builds them, hold together: the agent's
+//! remote-write URL reaches its Service on a push path, probes hit the ops endpoints, the
+//! gateway's shared CA comes from the Secret cert-manager writes and is mounted where its config
+//! reads it with the mode it checks, every pod runs with a restricted security context, the
+//! termination grace outlasts the drain, and the PodDisruptionBudget, NetworkPolicies and
+//! ServiceMonitors select what they are meant to.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use opni_metrics_daemons::config::agent::AgentConfig;
+use opni_metrics_daemons::config::gateway::GatewayConfig;
+use serde_json::Value;
+
+/// The objects `kubectl kustomize deploy/<dir>` builds; `None` without kubectl.
+fn build(dir: &str) -> Option<Vec<Value>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(dir);
+    let out = match std::process::Command::new("kubectl").arg("kustomize").arg(&path).output() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("SKIPPED: kubectl is not installed ({e}); apt-get install kubernetes-client");
+            return None;
+        }
+    };
+    assert!(out.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(serde_saphyr::from_str_multiple::<Value, _>(&text).unwrap())
+}
+
+fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objs.iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn config_file(objs: &[Value], configmap_prefix: &str, file: &str) -> String {
+    let cm = objs
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap" && o["metadata"]["name"].as_str().unwrap().starts_with(configmap_prefix))
+        .unwrap();
+    cm["data"][file].as_str().unwrap().to_owned()
+}
+
+/// Restricted security context, probes on the ops endpoints, grace longer than `drain_s`.
+fn check_pod(deploy: &Value, drain_s: u64) {
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() > drain_s, "grace shorter than the drain");
+    let c = &pod["containers"][0];
+    let sc = &c["securityContext"];
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    let port_names: Vec<&str> = c["ports"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert!(port_names.contains(&c["readinessProbe"]["httpGet"]["port"].as_str().unwrap()));
+    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(&deploy["spec"]["selector"]["matchLabels"], labels);
+}
+
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector.as_object().unwrap().iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+#[test]
+fn the_gateway_manifests_hold_together() {
+    let Some(objs) = build("gateway") else { return };
+    let deploy = find(&objs, "Deployment", "opni-metrics-gateway");
+    assert!(deploy["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let config: GatewayConfig =
+        serde_saphyr::from_str(&config_file(&objs, "opni-metrics-gateway", "gateway.yaml")).unwrap();
+    let plan = config.validate().unwrap();
+    check_pod(deploy, plan.settings.drain_timeout.as_secs());
+    let pod = &deploy["spec"]["template"]["spec"];
+    assert!(pod["topologySpreadConstraints"].as_array().is_some_and(|t| !t.is_empty()));
+
+    // the shared CA: cert-manager's Certificate → its Secret → a 0440 volume → the config's paths
+    let cert = find(&objs, "Certificate", "opni-metrics-gateway-ca");
+    assert_eq!(cert["spec"]["isCA"], true);
+    assert_eq!(cert["spec"]["privateKey"]["rotationPolicy"], "Never");
+    let secret = cert["spec"]["secretName"].as_str().unwrap();
+    let volume = pod["volumes"].as_array().unwrap().iter().find(|v| v["secret"]["secretName"] == secret).unwrap();
+    assert_eq!(volume["secret"]["defaultMode"], 0o440, "the gateway refuses a CA key others can read");
+    let mount =
+        pod["containers"][0]["volumeMounts"].as_array().unwrap().iter().find(|m| m["name"] == volume["name"]).unwrap()
+            ["mountPath"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let ca = config.ca.expect("the shipped gateway uses the shared CA");
+    assert_eq!(ca.cert, std::path::Path::new(&mount).join("tls.crt"));
+    assert_eq!(ca.key, std::path::Path::new(&mount).join("tls.key"));
+    assert!(
+        config.bootstrap.server_names.iter().any(|n| n == "opni-metrics-gateway.opni-system.svc"),
+        "the serving certificate names the Service"
+    );
+
+    // PDB, NetworkPolicy and Service select the gateway's pods and name its ports
+    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    let pdb = find(&objs, "PodDisruptionBudget", "opni-metrics-gateway");
+    assert!(selects(&pdb["spec"]["selector"]["matchLabels"], labels));
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let np = find(&objs, "NetworkPolicy", "opni-metrics-gateway");
+    assert!(selects(&np["spec"]["podSelector"]["matchLabels"], labels));
+    let allowed: Vec<&str> =
+        np["spec"]["ingress"][0]["ports"].as_array().unwrap().iter().map(|p| p["port"].as_str().unwrap()).collect();
+    assert_eq!(allowed, ["grpc", "query", "http"]);
+    let svc = find(&objs, "Service", "opni-metrics-gateway");
+    assert!(selects(&svc["spec"]["selector"], labels));
+    let ports: Vec<&Value> = pod["containers"][0]["ports"].as_array().unwrap().iter().collect();
+    for p in svc["spec"]["ports"].as_array().unwrap() {
+        let target = p["targetPort"].as_str().unwrap();
+        let port = ports.iter().find(|c| c["name"] == target).expect("a Service port targets no container port");
+        let listen = match target {
+            "grpc" => &config.grpc.listen,
+            "http" => &config.http.listen,
+            "query" => &config.query.listen,
+            other => panic!("unexpected port {other}"),
+        };
+        assert!(listen.ends_with(&format!(":{}", port["containerPort"])), "{target}: {listen}");
+    }
+    assert!(objs.iter().all(|o| o["metadata"]["namespace"].is_null() || o["metadata"]["namespace"] == "opni-system"));
+}
+
+#[test]
+fn the_agent_manifests_hold_together() {
+    let Some(objs) = build("agent") else { return };
+    let deploy = find(&objs, "Deployment", "opni-metrics-agent");
+    let config: AgentConfig = serde_saphyr::from_str(&config_file(&objs, "opni-metrics-agent", "agent.yaml")).unwrap();
+    config.validate().unwrap();
+    check_pod(deploy, 30);
+    let svc = find(&objs, "Service", "opni-metrics-agent");
+    let labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    assert!(selects(&svc["spec"]["selector"], labels));
+
+    // Prometheus writes to the agent's own Service, on a path the agent serves
+    let url: http::Uri = config.driver.kubernetes.remote_write_url.clone().unwrap().parse().unwrap();
+    let ns = svc["metadata"]["namespace"].as_str().unwrap();
+    assert_eq!(url.host(), Some(format!("opni-metrics-agent.{ns}.svc").as_str()));
+    assert_eq!(Some(u64::from(url.port_u16().unwrap())), svc["spec"]["ports"][0]["port"].as_u64());
+    assert!(opni_metrics_agent::PUSH_PATHS.contains(&url.path()), "{url}");
+    let container_port = deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"].as_u64();
+    assert!(config.http.listen.ends_with(&format!(":{}", container_port.unwrap())));
+
+    let np = find(&objs, "NetworkPolicy", "opni-metrics-agent");
+    assert!(selects(&np["spec"]["podSelector"]["matchLabels"], labels));
+    let sm = find(&objs, "ServiceMonitor", "opni-metrics-agent");
+    assert!(selects(&sm["spec"]["selector"]["matchLabels"], &svc["metadata"]["labels"]));
+    assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
+}
