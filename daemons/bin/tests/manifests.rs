@@ -142,6 +142,22 @@ fn the_agent_manifests_hold_together() {
     let container_port = deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"].as_u64();
     assert!(config.http.listen.ends_with(&format!(":{}", container_port.unwrap())));
 
+    // the gateway's CA for the first join is mounted where the config reads it
+    let ca_file = config.bootstrap.ca_file.clone().expect("the agent verifies the gateway at join");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let ca_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["configMap"]["name"] == "opni-metrics-gateway-ca")
+        .expect("no volume with the gateway's CA");
+    let mounted = pod["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == ca_volume["name"] && ca_file.starts_with(m["mountPath"].as_str().unwrap()));
+    assert!(mounted, "{} is not where the CA is mounted", ca_file.display());
+
     let np = find(&objs, "NetworkPolicy", "opni-metrics-agent");
     assert!(selects(&np["spec"]["podSelector"]["matchLabels"], labels));
     let sm = find(&objs, "ServiceMonitor", "opni-metrics-agent");
