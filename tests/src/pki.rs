@@ -55,6 +55,8 @@ pub struct Leaf {
     pub uris: Vec<String>,
     /// Already expired.
     pub expired: bool,
+    /// Valid from now for this long (default: rcgen's long validity).
+    pub valid_for: Option<std::time::Duration>,
     /// Server (true) or client (false) usage.
     pub server: bool,
 }
@@ -94,6 +96,11 @@ impl Pki {
         p.extended_key_usages =
             vec![if leaf.server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if let Some(d) = leaf.valid_for {
+            let now = time::OffsetDateTime::now_utc();
+            p.not_before = now - time::Duration::seconds(1);
+            p.not_after = now + time::Duration::milliseconds(i64::try_from(d.as_millis()).expect("duration"));
+        }
         if leaf.expired {
             p.not_before = date_time_ymd(2020, 1, 1);
             p.not_after = date_time_ymd(2021, 1, 1);
@@ -124,6 +131,16 @@ impl Pki {
     /// An agent client certificate naming `cluster`, trusting this CA for the gateway.
     pub fn agent(&self, name: &str, cluster: &str) -> CertFiles {
         let leaf = Leaf { uris: vec![format!("{CLUSTER_URI_PREFIX}{cluster}")], ..Leaf::default() };
+        self.issue(name, &leaf, &self.ca_path)
+    }
+
+    /// [`Pki::agent`], valid from now for `valid_for` only.
+    pub fn short_lived_agent(&self, name: &str, cluster: &str, valid_for: std::time::Duration) -> CertFiles {
+        let leaf = Leaf {
+            uris: vec![format!("{CLUSTER_URI_PREFIX}{cluster}")],
+            valid_for: Some(valid_for),
+            ..Leaf::default()
+        };
         self.issue(name, &leaf, &self.ca_path)
     }
 }

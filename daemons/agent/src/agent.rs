@@ -168,7 +168,8 @@ impl AgentBuilder {
     }
 
     /// Builds the agent: its identity (joining the gateway first if needed), the TLS reload
-    /// task and the lazily connecting channel. Starts no sync and binds nothing yet.
+    /// task, the renewal of a joined identity and the lazily connecting channel. Starts no
+    /// sync and binds nothing yet.
     ///
     /// # Errors
     /// [`StartError`]; nothing is left running.
@@ -180,10 +181,11 @@ impl AgentBuilder {
         let mut registry = Registry::default();
         let metrics = self.metrics.unwrap_or_else(|| AgentMetrics::register(&mut registry));
         let ops = Ops::new(if own_registry { registry } else { Registry::default() });
+        let reload = Arc::new(tokio::sync::Notify::new());
         let built = async {
-            let files = match &s.identity {
-                IdentitySource::Files(f) => f.clone(),
-                IdentitySource::Join(j) => {
+            let (files, renews) = match &s.identity {
+                IdentitySource::Files(f) => (f.clone(), false),
+                IdentitySource::Join(j) => (
                     identity::ensure(
                         &s.data_dir.join("identity"),
                         &s.gateway_address,
@@ -192,15 +194,28 @@ impl AgentBuilder {
                         j.cluster_id.as_deref(),
                         j.ca_file.as_deref(),
                     )
-                    .await?
-                }
+                    .await?,
+                    true,
+                ),
             };
-            let tls = files.watch(Duration::from_secs(5), TlsFiles::client_config, &tasks)?;
-            Ok::<_, StartError>(tls_channel(&s.gateway_address, &s.gateway_server_name, tls, &s.channel)?)
+            let tls =
+                files.watch_triggered(Duration::from_secs(5), TlsFiles::client_config, &tasks, Arc::clone(&reload))?;
+            let channel = tls_channel(&s.gateway_address, &s.gateway_server_name, tls, &s.channel)?;
+            Ok::<_, StartError>((channel, renews))
         }
         .await;
         let channel = match built {
-            Ok(c) => c,
+            Ok((c, renews)) => {
+                if renews {
+                    // the identity the agent got at Join it keeps renewed itself
+                    let m = Arc::clone(&metrics);
+                    tasks.spawn(
+                        "certificate-renewal",
+                        identity::keep_renewed(s.data_dir.join("identity"), c.clone(), reload, move |e| m.renewal(e)),
+                    );
+                }
+                c
+            }
             Err(e) => {
                 tasks.abort_all();
                 return Err(e);

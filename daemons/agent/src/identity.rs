@@ -1,13 +1,20 @@
 //! The agent's identity: a key and a certificate issued by the gateway at `Join`, kept in the
-//! agent's data directory and used for mutual TLS from then on.
+//! agent's data directory and used for mutual TLS from then on, and renewed (a new key, through
+//! `Renew`, authenticated by the current certificate) at about two thirds of its lifetime.
+//!
+//! The key is written before `Join` is called, so an agent whose `Join` answer was lost (or
+//! that was restarted meanwhile) asks again with the same key and the same token, and the
+//! gateway answers with the same identity.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use opni_metrics_proto::bootstrap::v1::JoinRequest;
+use std::time::{Duration, SystemTime};
+
 use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
+use opni_metrics_proto::bootstrap::v1::{JoinRequest, RenewRequest};
 use tokio::sync::watch;
 
 use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
@@ -34,6 +41,15 @@ pub enum JoinError {
     /// Key or CSR generation failed.
     #[error("generate a key and CSR")]
     Keygen(#[source] rcgen::Error),
+    /// The key kept from an earlier attempt cannot be read.
+    #[error("{path}: not a usable private key (delete it to join with a new key)")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: rcgen::Error,
+    },
     /// The CA file is unusable.
     #[error("bootstrap.caFile")]
     Ca(#[from] opni_metrics_transport::tls::TlsError),
@@ -78,9 +94,18 @@ pub async fn ensure(
         return Err(JoinError::NoToken { dir: dir.to_owned() });
     };
     std::fs::create_dir_all(dir).map_err(|source| JoinError::Io { path: dir.to_owned(), source })?;
-    let key = rcgen::KeyPair::generate().map_err(JoinError::Keygen)?;
-    let params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(JoinError::Keygen)?;
-    let csr = params.serialize_request(&key).map_err(JoinError::Keygen)?.pem().map_err(JoinError::Keygen)?;
+    // the key first, kept: a retried join (lost answer, restart) asks with the same key and
+    // gets the same identity
+    let key = match std::fs::read_to_string(&f.key) {
+        Ok(pem) => rcgen::KeyPair::from_pem(&pem).map_err(|source| JoinError::Key { path: f.key.clone(), source })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = rcgen::KeyPair::generate().map_err(JoinError::Keygen)?;
+            write(&f.key, &key.serialize_pem(), true)?;
+            key
+        }
+        Err(source) => return Err(JoinError::Io { path: f.key.clone(), source }),
+    };
+    let csr = csr(&key)?;
 
     let cfg = opni_metrics_transport::tls::anonymous_client_config(ca_file)?;
     let (_keep, rx) = watch::channel(Arc::new(cfg));
@@ -95,9 +120,147 @@ pub async fn ensure(
         .await
         .map_err(|s| JoinError::Refused(format!("{:?}: {}", s.code(), s.message())))?
         .into_inner();
-    write(&f.key, &key.serialize_pem(), true)?;
     write(&f.ca, &resp.ca_pem, false)?;
     write(&f.cert, &resp.certificate_chain_pem, false)?;
     tracing::info!(cluster = %resp.cluster_id, "joined the gateway");
     Ok(f)
+}
+
+fn csr(key: &rcgen::KeyPair) -> Result<String, JoinError> {
+    let params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(JoinError::Keygen)?;
+    params.serialize_request(key).map_err(JoinError::Keygen)?.pem().map_err(JoinError::Keygen)
+}
+
+/// The validity period of the certificate in `path`.
+fn validity(path: &Path) -> Option<(SystemTime, SystemTime)> {
+    let chain = opni_metrics_transport::tls::read_certs("certificate", path).ok()?;
+    opni_metrics_transport::tls::validity(&chain)
+}
+
+/// When a certificate valid over `(from, until)` is renewed: at two thirds of its lifetime.
+pub fn renew_at((from, until): (SystemTime, SystemTime)) -> SystemTime {
+    from + until.duration_since(from).unwrap_or_default() * 2 / 3
+}
+
+/// Renewal failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    /// The gateway refused or could not be reached.
+    #[error("the gateway refused to renew: {code:?}: {message}")]
+    Refused {
+        /// The gRPC code.
+        code: tonic::Code,
+        /// Its message.
+        message: String,
+    },
+    /// The answer is not a certificate for this agent's key and cluster.
+    #[error("the renewed certificate is unusable: {0}")]
+    Answer(String),
+    /// Key generation or a file failed.
+    #[error(transparent)]
+    Local(#[from] JoinError),
+}
+
+/// Renews the identity in `dir` once: a new key, `Renew` over `channel` (authenticated by the
+/// current certificate), then the new key, certificate and CA replace the old ones (each file
+/// atomically). Returns the new validity period.
+///
+/// # Errors
+/// [`RenewError`]; the old identity is left in place.
+pub async fn renew(dir: &Path, channel: tonic::transport::Channel) -> Result<(SystemTime, SystemTime), RenewError> {
+    let f = files(dir);
+    let key = rcgen::KeyPair::generate().map_err(JoinError::Keygen)?;
+    let resp = BootstrapClient::new(channel)
+        .renew(RenewRequest { csr_pem: csr(&key)? })
+        .await
+        .map_err(|s| RenewError::Refused { code: s.code(), message: s.message().to_owned() })?
+        .into_inner();
+    use rustls_pki_types::pem::PemObject;
+    let chain = rustls_pki_types::CertificateDer::pem_slice_iter(resp.certificate_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RenewError::Answer(format!("certificate_chain_pem: {e}")))?;
+    let leaf = chain.first().ok_or_else(|| RenewError::Answer("no certificate".into()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| RenewError::Answer(format!("certificate: {e}")))?;
+    if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
+        return Err(RenewError::Answer("the certificate is not for the key sent".into()));
+    }
+    let old = opni_metrics_transport::tls::read_certs("certificate", &f.cert)
+        .ok()
+        .and_then(|c| opni_metrics_transport::tls::peer_cluster_id(&c).ok());
+    let new = opni_metrics_transport::tls::peer_cluster_id(&chain).map_err(|e| RenewError::Answer(e.to_string()))?;
+    if old.as_ref().is_some_and(|o| *o != new) {
+        return Err(RenewError::Answer(format!("the certificate names cluster {new}, not this agent's")));
+    }
+    let period = opni_metrics_transport::tls::validity(&chain)
+        .ok_or_else(|| RenewError::Answer("the certificate has no readable validity".into()))?;
+    // key and certificate each replaced atomically, next to each other; a reload that reads
+    // between the two sees a mismatched pair, refuses it and keeps the old one until the
+    // trigger that follows
+    write(&f.key, &key.serialize_pem(), true)?;
+    write(&f.cert, &resp.certificate_chain_pem, false)?;
+    if !resp.ca_pem.is_empty() {
+        write(&f.ca, &resp.ca_pem, false)?;
+    }
+    Ok(period)
+}
+
+/// Keeps the identity in `dir` renewed: at [`renew_at`] of the current certificate, then of
+/// each new one; failures are retried with backoff (1 s doubling to 5 min) until the
+/// certificate expires, and after (the agent then needs a new `Join`). `reload` is notified
+/// after each renewal; `expiry` is told each certificate's end. Runs until dropped.
+pub async fn keep_renewed(
+    dir: PathBuf,
+    channel: tonic::transport::Channel,
+    reload: Arc<tokio::sync::Notify>,
+    on_event: impl Fn(RenewEvent) + Send + Sync + 'static,
+) {
+    let f = files(&dir);
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let Some(period) = validity(&f.cert) else {
+            tracing::warn!(cert = %f.cert.display(), "cannot read the agent certificate's validity; retrying in 60s");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            continue;
+        };
+        on_event(RenewEvent::Valid { until: period.1 });
+        let wait = renew_at(period).duration_since(SystemTime::now()).unwrap_or_default();
+        if !wait.is_zero() {
+            // at most an hour at a time: the wall clock may jump (suspend, NTP)
+            tokio::time::sleep(wait.min(Duration::from_secs(3600))).await;
+            continue;
+        }
+        match renew(&dir, channel.clone()).await {
+            Ok((_, until)) => {
+                backoff = Duration::from_secs(1);
+                tracing::info!(
+                    valid_for_s = until.duration_since(SystemTime::now()).unwrap_or_default().as_secs(),
+                    "agent certificate renewed"
+                );
+                reload.notify_one();
+                on_event(RenewEvent::Renewed);
+            }
+            Err(e) => {
+                let left = period.1.duration_since(SystemTime::now()).unwrap_or_default();
+                tracing::warn!(error = %e, expires_in_s = left.as_secs(), retry_in_s = backoff.as_secs(), "certificate renewal failed");
+                on_event(RenewEvent::Failed);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(300));
+            }
+        }
+    }
+}
+
+/// What [`keep_renewed`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewEvent {
+    /// The current certificate is valid until then.
+    Valid {
+        /// Its end.
+        until: SystemTime,
+    },
+    /// A renewal succeeded.
+    Renewed,
+    /// A renewal failed (it is retried).
+    Failed,
 }

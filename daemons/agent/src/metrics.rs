@@ -21,6 +21,10 @@ pub struct AgentMetrics {
     pub rule_groups: Family<Labels, Gauge>,
     /// Rule syncs by result (ok, partial, failed).
     pub rule_syncs: Family<Labels, Counter>,
+    /// When the agent's certificate expires (Unix seconds), for an identity it renews itself.
+    pub certificate_expiry: Gauge,
+    /// Certificate renewals by result (ok, failed).
+    pub certificate_renewals: Family<Labels, Counter>,
 }
 
 const RELAY: RequestMetricNames = RequestMetricNames {
@@ -42,11 +46,19 @@ impl AgentMetrics {
             refused: Family::default(),
             rule_groups: Family::default(),
             rule_syncs: Family::default(),
+            certificate_expiry: Gauge::default(),
+            certificate_renewals: Family::default(),
         };
         r.register("remote_write_in_flight_bytes", "Remote-write body bytes held in flight", m.in_flight_bytes.clone());
         r.register("remote_write_refused", "Remote-write requests refused by the agent", m.refused.clone());
         r.register("rule_groups", "Discovered rule groups by state", m.rule_groups.clone());
         r.register("rule_syncs", "Rule syncs with the gateway by result", m.rule_syncs.clone());
+        r.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the agent's client certificate expires (an identity the agent renews itself)",
+            m.certificate_expiry.clone(),
+        );
+        r.register("certificate_renewals", "Client certificate renewals by result", m.certificate_renewals.clone());
         Arc::new(m)
     }
 
@@ -61,6 +73,21 @@ impl AgentMetrics {
     /// Counts a rule sync.
     pub fn rule_sync(&self, result: &str) {
         self.rule_syncs.get_or_create(&vec![("result".to_owned(), result.to_owned())]).inc();
+    }
+
+    /// Records what certificate renewal reported.
+    pub fn renewal(&self, e: crate::identity::RenewEvent) {
+        use crate::identity::RenewEvent;
+        let result = match e {
+            RenewEvent::Valid { until } => {
+                let secs = until.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                self.certificate_expiry.set(i64::try_from(secs).unwrap_or(i64::MAX));
+                return;
+            }
+            RenewEvent::Renewed => "ok",
+            RenewEvent::Failed => "failed",
+        };
+        self.certificate_renewals.get_or_create(&vec![("result".to_owned(), result.to_owned())]).inc();
     }
 
     /// Counts a refusal.

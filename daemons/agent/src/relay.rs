@@ -230,16 +230,38 @@ impl Inner {
             remote_write_version: version.unwrap_or_default(),
         };
         let deadline = self.settings.request_timeout;
-        let mut rpc = tonic::Request::new(push);
-        rpc.set_timeout(deadline);
-        let mut client = self.client.clone();
-        let result = match tokio::time::timeout(deadline, client.push(rpc)).await {
-            Ok(r) => r,
-            Err(_) => Err(tonic::Status::deadline_exceeded("gateway did not answer in time")),
-        };
+        let started = tokio::time::Instant::now();
+        let mut result = self.push_once(push.clone(), deadline).await;
+        // a call the connection dropped before the gateway answered (a connection reaching its
+        // maximum age sends GOAWAY; a call racing it is refused unprocessed) is tried once
+        // more, on a new connection, within the same deadline: remote write is idempotent,
+        // and this is the retry Prometheus would make, without its backoff
+        if let Err(s) = &result
+            && retryable(s)
+        {
+            let left = deadline.saturating_sub(started.elapsed());
+            if !left.is_zero() {
+                tracing::debug!(code = ?s.code(), message = s.message(), "push lost with its connection; retrying once");
+                result = self.push_once(push, left).await;
+            }
+        }
         match result {
             Ok(r) => self.answer(r.into_inner()),
             Err(status) => self.grpc_failure(&status),
+        }
+    }
+
+    async fn push_once(
+        &self,
+        push: PushRequest,
+        deadline: Duration,
+    ) -> Result<tonic::Response<PushResponse>, tonic::Status> {
+        let mut rpc = tonic::Request::new(push);
+        rpc.set_timeout(deadline);
+        let mut client = self.client.clone();
+        match tokio::time::timeout(deadline, client.push(rpc)).await {
+            Ok(r) => r,
+            Err(_) => Err(tonic::Status::deadline_exceeded("gateway did not answer in time")),
         }
     }
 
@@ -312,6 +334,16 @@ impl Inner {
             resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(after.as_secs().max(1)));
         }
         resp
+    }
+}
+
+/// Whether a failed call ended with its connection rather than with an answer: cancelled by
+/// the transport (not by a deadline) or unavailable.
+fn retryable(s: &tonic::Status) -> bool {
+    match s.code() {
+        tonic::Code::Cancelled => !s.message().contains("Timeout expired"),
+        tonic::Code::Unavailable => true,
+        _ => false,
     }
 }
 

@@ -110,7 +110,8 @@ pub(crate) async fn run(
                         break;
                     }
                     None => {
-                        tracing::warn!("the gateway closed the notification stream");
+                        // at the connection's maximum age, or a newer stream replaced it
+                        tracing::info!("the gateway ended the notification stream; reconnecting");
                         break;
                     }
                 },

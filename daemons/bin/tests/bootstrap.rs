@@ -15,12 +15,37 @@ use tokio::sync::watch;
 use tonic::Code;
 
 fn csr() -> String {
-    let key = rcgen::KeyPair::generate().unwrap();
-    rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().serialize_request(&key).unwrap().pem().unwrap()
+    csr_for(&rcgen::KeyPair::generate().unwrap())
+}
+
+fn csr_for(key: &rcgen::KeyPair) -> String {
+    rcgen::CertificateParams::new(Vec::<String>::new()).unwrap().serialize_request(key).unwrap().pem().unwrap()
 }
 
 fn sha256_hex(s: &str) -> String {
     ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Clients {
+    public: BootstrapClient<tonic::transport::Channel>,
+    admin:
+        BootstrapClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, common::BearerAuth>>,
+    mgmt: tonic::transport::Channel,
+}
+
+async fn clients(gw: &common::RunningGateway) -> Clients {
+    let (_keep, rx) =
+        watch::channel(Arc::new(opni_metrics_transport::tls::anonymous_client_config(&gw.ca_path).unwrap()));
+    let public = BootstrapClient::new(
+        tls_channel(&gw.grpc_addr.to_string(), "localhost", rx, &ChannelOptions::default()).unwrap(),
+    );
+    let mgmt = common::management_channel(gw.management_addr).await;
+    let admin = BootstrapClient::with_interceptor(mgmt.clone(), common::BearerAuth(gw.admin_token.clone()));
+    Clients { public, admin, mgmt }
+}
+
+fn join(token: &str, cluster: &str, csr: String) -> JoinRequest {
+    JoinRequest { token: token.into(), csr_pem: csr, cluster_id: cluster.into() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,21 +57,7 @@ async fn join_refuses_bad_tokens_and_requests() {
     gc.grpc.tls = None; // the embedded CA serves and signs
     let gw = common::start_gateway(gc.validate().unwrap().settings, Arc::clone(&store)).await;
 
-    let (_keep, rx) =
-        watch::channel(Arc::new(opni_metrics_transport::tls::anonymous_client_config(&gw.ca_path).unwrap()));
-    let mut public = BootstrapClient::new(
-        tls_channel(&gw.grpc_addr.to_string(), "localhost", rx, &ChannelOptions::default()).unwrap(),
-    );
-    let mgmt = tonic::transport::Endpoint::from_shared(format!("http://{}", gw.management_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", gw.admin_token).parse().unwrap();
-    let mut admin = BootstrapClient::with_interceptor(mgmt.clone(), move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", bearer.clone());
-        Ok(r)
-    });
+    let Clients { mut public, mut admin, mgmt } = clients(&gw).await;
 
     // management needs the admin token, and is not served to agents
     let e = BootstrapClient::new(mgmt).list_tokens(()).await.unwrap_err();
@@ -59,12 +70,6 @@ async fn join_refuses_bad_tokens_and_requests() {
         .await
         .unwrap()
         .into_inner();
-    let join = |token: &str, cluster: &str, csr: String| JoinRequest {
-        token: token.into(),
-        csr_pem: csr,
-        cluster_id: cluster.into(),
-    };
-
     let e = public.join(join("nodot", "c1", csr())).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     let e = public.join(join(&format!("{}.wrong", token.id), "c1", csr())).await.unwrap_err();
@@ -98,5 +103,53 @@ async fn join_refuses_bad_tokens_and_requests() {
     admin.revoke_token(RevokeTokenRequest { id: token.id.clone() }).await.unwrap();
     let e = public.join(join(&token.token, "c3", csr())).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    gw.shutdown().await;
+}
+
+/// A join whose answer was lost can be retried: the same token and the same key get the same
+/// identity back, even after the token's single use; a different key does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_join_gets_the_same_identity() {
+    let certs = common::certs();
+    let upstream = Upstream::start(Behaviour::status(204)).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let mut gc = common::gateway_config(&certs, &upstream.url());
+    gc.grpc.tls = None;
+    let gw = common::start_gateway(gc.validate().unwrap().settings, Arc::clone(&store)).await;
+    let Clients { mut public, mut admin, .. } = clients(&gw).await;
+    let single = || CreateTokenRequest { ttl: None, max_uses: 1, labels: Default::default() };
+
+    // a named cluster: the retry (a new CSR over the same key) answers the same chain
+    let token = admin.create_token(single()).await.unwrap().into_inner();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let first = public.join(join(&token.token, "c1", csr_for(&key))).await.unwrap().into_inner();
+    let again = public.join(join(&token.token, "c1", csr_for(&key))).await.unwrap().into_inner();
+    assert_eq!(again.cluster_id, "c1");
+    assert_eq!(again.certificate_chain_pem, first.certificate_chain_pem);
+    assert_eq!(again.ca_pem, first.ca_pem);
+    // the used token with another key is refused, for the same cluster and for a new one
+    let e = public.join(join(&token.token, "c1", csr())).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    let e = public.join(join(&token.token, "c9", csr_for(&key))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    // a wrong secret with the right token id and key is not a retry
+    let e = public.join(join(&format!("{}.{}", token.id, "0".repeat(48)), "c1", csr_for(&key))).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+
+    // a generated cluster id: the retry gets the same one, not a second tenant
+    let token = admin.create_token(single()).await.unwrap().into_inner();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let first = public.join(join(&token.token, "", csr_for(&key))).await.unwrap().into_inner();
+    assert!(first.cluster_id.starts_with("cluster-"), "{}", first.cluster_id);
+    let again = public.join(join(&token.token, "", csr_for(&key))).await.unwrap().into_inner();
+    assert_eq!(again.cluster_id, first.cluster_id);
+    assert_eq!(again.certificate_chain_pem, first.certificate_chain_pem);
+    let clusters: Vec<String> = store.list("clusters/").await.unwrap().items.into_iter().map(|kv| kv.key).collect();
+    assert_eq!(clusters.len(), 2, "{clusters:?}");
+
+    // a deleted cluster is not brought back by a retry
+    store.delete("clusters/c1", Precondition::None).await.unwrap();
+    let e = public.join(join(&token.token, "c1", csr_for(&key))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     gw.shutdown().await;
 }

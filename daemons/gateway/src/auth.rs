@@ -143,7 +143,7 @@ mod tests {
 
     fn from(addr: &str, cluster: Result<ClusterId, opni_metrics_transport::tls::IdentityError>) -> Request<()> {
         let mut r = Request::new(());
-        r.extensions_mut().insert(PeerIdentity { cluster, remote_addr: addr.parse().unwrap() });
+        r.extensions_mut().insert(PeerIdentity { cluster, remote_addr: addr.parse().unwrap(), not_after: None });
         r
     }
 

@@ -10,7 +10,7 @@ use opni_metrics_core::{ClusterId, Timestamp};
 use opni_metrics_proto::IntoStatus;
 use opni_metrics_proto::bootstrap::v1::bootstrap_server::Bootstrap;
 use opni_metrics_proto::bootstrap::v1::{
-    BootstrapToken, CreateTokenRequest, JoinRequest, JoinResponse, RevokeTokenRequest, TokenList,
+    BootstrapToken, CreateTokenRequest, JoinRequest, JoinResponse, RenewRequest, RevokeTokenRequest, TokenList,
 };
 use opni_metrics_proto::convert::{std_duration, wire_timestamp};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -37,6 +37,34 @@ pub(crate) struct StoredToken {
     labels: BTreeMap<String, String>,
 }
 
+/// How long after a join the same token and key get the same answer again (a client whose
+/// answer was lost retries within this).
+pub(crate) const RETRY_WINDOW: Duration = Duration::from_secs(600);
+
+/// A cluster's join, kept so that a retried `Join` (same token, same key) gets the same
+/// identity instead of `ALREADY_EXISTS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct JoinRecord {
+    pub(crate) cluster: ClusterId,
+    token_id: String,
+    /// SHA-256 of the CSR's public key (SubjectPublicKeyInfo).
+    key_sha256: String,
+    chain_pem: String,
+    joined_at: Timestamp,
+}
+
+/// SHA-256 (hex) of a CSR's public key.
+fn csr_key_sha256(csr_pem: &str) -> Result<String, Status> {
+    let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+        .map_err(|e| Status::invalid_argument(format!("csr_pem: {e}")))?;
+    Ok(hex(ring::digest::digest(
+        &ring::digest::SHA256,
+        &rcgen::PublicKeyData::subject_public_key_info(&csr.public_key),
+    )
+    .as_ref()))
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -51,7 +79,8 @@ fn random_hex(n: usize) -> Result<String, Status> {
     Ok(hex(&b))
 }
 
-/// The `Bootstrap` service. On the agent-facing listener (`public`), only `Join` is served.
+/// The `Bootstrap` service. On the agent-facing listener (`public`), only `Join` and `Renew`
+/// are served; `Renew` only there.
 #[derive(Clone)]
 pub(crate) struct BootstrapService {
     state: State,
@@ -109,6 +138,21 @@ impl BootstrapService {
         self
     }
 
+    /// Takes one attempt from the caller's bucket, if this service limits attempts.
+    #[allow(clippy::result_large_err)]
+    fn limit<T>(&self, request: &Request<T>, what: &str) -> Result<(), Status> {
+        if let (Some(limiter), Some(peer)) = (&self.limiter, crate::auth::peer_addr(request))
+            && let Err(wait) = limiter.take(peer.ip(), std::time::Instant::now())
+        {
+            return Err(Status::resource_exhausted(format!(
+                "too many {what} attempts from {}; retry in {}s",
+                peer.ip(),
+                wait.as_secs().max(1)
+            )));
+        }
+        Ok(())
+    }
+
     fn management(&self) -> Result<(), Status> {
         if self.public {
             Err(Status::permission_denied("token management is served on the management listener"))
@@ -129,10 +173,9 @@ impl BootstrapService {
         }
     }
 
-    /// Checks a token and counts one use; returns its labels.
-    /// The token if it is usable now: known, the secret matching (compared in constant time),
-    /// not expired, uses left. Reads only.
-    async fn usable(&self, token: &str) -> Result<(StoredToken, opni_metrics_core::Revision), Status> {
+    /// The token, if it exists and its secret matches (compared in constant time), whether or
+    /// not it is expired or used up. Reads only.
+    async fn authentic(&self, token: &str) -> Result<(StoredToken, opni_metrics_core::Revision), Status> {
         let Some((id, secret)) = token.split_once('.') else {
             return Err(Status::invalid_argument("token: expected <id>.<secret>"));
         };
@@ -148,6 +191,12 @@ impl BootstrapService {
         if !same {
             return Err(Status::unauthenticated("unknown or revoked bootstrap token"));
         }
+        Ok((t, rev))
+    }
+
+    /// The token, if it is authentic, unexpired and has uses left.
+    async fn usable(&self, token: &str) -> Result<(StoredToken, opni_metrics_core::Revision), Status> {
+        let (t, rev) = self.authentic(token).await?;
         if now() >= t.expires_at {
             return Err(Status::permission_denied("bootstrap token has expired"));
         }
@@ -158,6 +207,30 @@ impl BootstrapService {
             )));
         }
         Ok((t, rev))
+    }
+
+    /// The earlier join this request repeats: the same token (its secret checked, even if now
+    /// used up or expired) and the same public key, within [`RETRY_WINDOW`], for a cluster that
+    /// still exists (and is the one asked for, if one is). Anything else is not a retry.
+    async fn retried(
+        &self,
+        token: &str,
+        key_sha256: &str,
+        wanted: Option<&ClusterId>,
+    ) -> Result<Option<JoinRecord>, Status> {
+        let Some((token_id, _)) = token.split_once('.') else { return Ok(None) };
+        let found =
+            self.state.joins().await.map_err(status)?.into_iter().find(|j| {
+                j.token_id == token_id && j.key_sha256 == key_sha256 && wanted.is_none_or(|w| *w == j.cluster)
+            });
+        let Some(j) = found else { return Ok(None) };
+        if now().as_millis().saturating_sub(j.joined_at.as_millis()) > RETRY_WINDOW.as_millis() as u64 {
+            return Ok(None);
+        }
+        if self.state.cluster(&j.cluster).await.map_err(status)?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(j))
     }
 
     async fn consume(&self, token: &str) -> Result<BTreeMap<String, String>, Status> {
@@ -224,19 +297,12 @@ impl Bootstrap for BootstrapService {
     }
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
-        if let (Some(limiter), Some(peer)) = (&self.limiter, crate::auth::peer_addr(&request))
-            && let Err(wait) = limiter.take(peer.ip(), std::time::Instant::now())
-        {
-            return Err(Status::resource_exhausted(format!(
-                "too many Join attempts from {}; retry in {}s",
-                peer.ip(),
-                wait.as_secs().max(1)
-            )));
-        }
+        self.limit(&request, "Join")?;
         let r = request.into_inner();
-        // the token first: a caller without a usable one learns nothing (whether the cluster
-        // exists) and costs no CA work
-        self.usable(&r.token).await?;
+        // the token first: a caller without an authentic one learns nothing (whether the
+        // cluster exists) and costs no CA work
+        self.authentic(&r.token).await?;
+        let named = !r.cluster_id.is_empty();
         let id = if r.cluster_id.is_empty() {
             ClusterId::new(format!("cluster-{}", random_hex(4)?)).map_err(|e| e.into_status())?
         } else {
@@ -245,6 +311,17 @@ impl Bootstrap for BootstrapService {
         if r.csr_pem.len() > 16 * 1024 {
             return Err(Status::invalid_argument("csr_pem: larger than 16 KiB"));
         }
+        let key = csr_key_sha256(&r.csr_pem)?;
+        if let Some(again) = self.retried(&r.token, &key, named.then_some(&id)).await? {
+            tracing::info!(cluster = %again.cluster, "join retried; the same identity is returned");
+            return Ok(Response::new(JoinResponse {
+                certificate_chain_pem: again.chain_pem,
+                ca_pem: self.ca.cert_pem().to_owned(),
+                cluster_id: again.cluster.to_string(),
+            }));
+        }
+        // a new join needs a token with uses left
+        self.usable(&r.token).await?;
         if self.state.cluster(&id).await.map_err(status)?.is_some() {
             return Err(StateError::ClusterExists(id).into_status());
         }
@@ -257,7 +334,40 @@ impl Bootstrap for BootstrapService {
         let mut cluster = Cluster::new(id.clone());
         cluster.labels = labels;
         self.state.create_cluster(&cluster).await.map_err(status)?;
+        let token_id = r.token.split_once('.').map_or("", |(t, _)| t).to_owned();
+        let record =
+            JoinRecord { cluster: id.clone(), token_id, key_sha256: key, chain_pem: chain.clone(), joined_at: now() };
+        self.state.put_join(&record).await.map_err(status)?;
         tracing::info!(cluster = %id, "cluster joined");
+        Ok(Response::new(JoinResponse {
+            certificate_chain_pem: chain,
+            ca_pem: self.ca.cert_pem().to_owned(),
+            cluster_id: id.to_string(),
+        }))
+    }
+
+    async fn renew(&self, request: Request<RenewRequest>) -> Result<Response<JoinResponse>, Status> {
+        if !self.public {
+            return Err(Status::permission_denied("Renew is served to agents, on the agent-facing listener"));
+        }
+        // the current certificate authenticates (its expiry checked on this request)
+        let id = crate::auth::cluster_of(&request)?;
+        self.limit(&request, "Renew")?;
+        let csr_pem = request.into_inner().csr_pem;
+        if csr_pem.len() > 16 * 1024 {
+            return Err(Status::invalid_argument("csr_pem: larger than 16 KiB"));
+        }
+        if self.state.cluster(&id).await.map_err(status)?.is_none() {
+            tracing::warn!(cluster = %id, "renewal refused: the cluster is not registered");
+            return Err(Status::permission_denied(format!(
+                "cluster {id} is not registered (it was deleted); its certificate is not renewed"
+            )));
+        }
+        let chain = self
+            .ca
+            .sign_agent(&csr_pem, &id, self.cert_validity)
+            .map_err(|e| Status::invalid_argument(format!("csr_pem: {}", opni_metrics_core::error_chain(&e))))?;
+        tracing::info!(cluster = %id, valid_for_s = self.cert_validity.as_secs(), "certificate renewed");
         Ok(Response::new(JoinResponse {
             certificate_chain_pem: chain,
             ca_pem: self.ca.cert_pem().to_owned(),

@@ -119,9 +119,12 @@ fn pem_encode(der: &[u8]) -> String {
     out
 }
 
+/// Valid from a little before now (for peers whose clocks are behind: 5 minutes, or a tenth of
+/// a short lifetime, so that two thirds of the lifetime, when agents renew, is still ahead).
 fn validity(p: &mut CertificateParams, d: Duration) {
     let now = time::OffsetDateTime::now_utc();
-    p.not_before = now - time::Duration::minutes(5);
+    let skew = Duration::from_secs(300).min(d / 10);
+    p.not_before = now - time::Duration::milliseconds(i64::try_from(skew.as_millis()).unwrap_or(300_000));
     p.not_after = now + time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2));
 }
 

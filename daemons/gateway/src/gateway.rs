@@ -209,7 +209,10 @@ impl Gateway {
         .max_encoding_message_size(max_msg);
         let remote = InterceptedService::new(remote, require_identity);
         let node_sync = InterceptedService::new(
-            NodeSyncServer::new(NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses))),
+            NodeSyncServer::new(
+                NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses))
+                    .with_stream_age(self.settings.max_connection_age),
+            ),
             require_identity,
         );
         let join = BootstrapServer::new(
@@ -357,8 +360,10 @@ impl Gateway {
         let token = self.tasks.token();
         let agent = tonic::transport::Server::builder()
             .timeout(s.rpc_timeout)
+            // no max_connection_age_grace: with one, tonic 0.14 skips the graceful GOAWAY at
+            // max_connection_age and only closes the connection, in-flight calls and all,
+            // after age + grace
             .max_connection_age(s.max_connection_age)
-            .max_connection_age_grace(Duration::from_secs(30))
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .max_concurrent_streams(Some(4096))

@@ -293,7 +293,9 @@ pub struct GatewaySettings {
     pub admin_token_file: Option<PathBuf>,
     /// Sync timing.
     pub sync: SyncTiming,
-    /// Validity of agent certificates issued at `Join`. Default 365 days.
+    /// Validity of agent certificates issued at `Join` and `Renew`. Agents renew at about two
+    /// thirds of it; a deleted cluster's certificate is not renewed, so this bounds how long a
+    /// stolen or revoked identity can be used. Default 7 days.
     pub cert_validity: Duration,
     /// Names (DNS or IP) on the serving certificate the embedded CA issues. Default
     /// `localhost`, `127.0.0.1`.
@@ -345,7 +347,7 @@ impl Default for GatewaySettings {
             data_dir: PathBuf::from("data/gateway"),
             admin_token_file: None,
             sync: SyncTiming::default(),
-            cert_validity: Duration::from_secs(365 * 24 * 3600),
+            cert_validity: Duration::from_secs(7 * 24 * 3600),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             max_connection_age: Duration::from_secs(3600),
             handshake_timeout: Duration::from_secs(10),
@@ -407,6 +409,14 @@ impl GatewaySettings {
             if d.is_zero() {
                 return Err(invalid(field, "must be above 0s"));
             }
+        }
+        // agents renew at two thirds of the lifetime: a connection made with the old
+        // certificate must end (and its successor use the new one) before the old expires
+        if self.max_connection_age >= self.cert_validity / 4 {
+            return Err(invalid(
+                "grpc.maxConnectionAge",
+                "must be below a quarter of bootstrap.certValidity (connections made with a certificate must end before it expires)",
+            ));
         }
         if self.max_handshakes == 0 || self.max_connections == 0 || self.join_rate_per_minute == 0 {
             return Err(invalid("grpc.maxConnections", "connection, handshake and join limits must be at least 1"));

@@ -34,6 +34,8 @@ pub(crate) const STATUS: &str = "status/";
 pub(crate) const TASKS: &str = "tasks/uninstall/";
 /// Key prefix of bootstrap tokens.
 pub(crate) const TOKENS: &str = "tokens/";
+/// Key prefix of the last join of each cluster (for retried joins).
+pub(crate) const JOINS: &str = "joins/";
 /// Key of the upstream state (what node enablement follows).
 pub(crate) const UPSTREAM: &str = "upstream/state";
 /// Key prefix of rule sync status.
@@ -198,6 +200,7 @@ impl State {
         }
         self.store.delete(&format!("{NODE_OVERRIDES}{id}"), Precondition::None).await?;
         self.store.delete(&format!("{STATUS}{id}"), Precondition::None).await?;
+        self.store.delete(&format!("{JOINS}{id}"), Precondition::None).await?;
         Ok(())
     }
 
@@ -351,6 +354,17 @@ impl State {
             Err(StoreError::Conflict { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The last join of every cluster that joined with a token.
+    pub(crate) async fn joins(&self) -> Result<Vec<crate::bootstrap::JoinRecord>, StateError> {
+        Ok(self.list::<crate::bootstrap::JoinRecord>(JOINS).await?.into_iter().map(|(_, j)| j).collect())
+    }
+
+    /// Records a cluster's join.
+    pub(crate) async fn put_join(&self, j: &crate::bootstrap::JoinRecord) -> Result<(), StateError> {
+        self.store.put(&format!("{JOINS}{}", j.cluster), encode(j), Precondition::None).await?;
+        Ok(())
     }
 
     /// Deletes a token; `false` when there was none.

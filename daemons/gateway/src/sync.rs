@@ -139,12 +139,21 @@ pub struct NodeSyncService {
     state: State,
     hub: Hub,
     statuses: Arc<StatusCache>,
+    stream_age: Option<Duration>,
 }
 
 impl NodeSyncService {
     /// The service.
     pub fn new(state: State, hub: Hub, statuses: Arc<StatusCache>) -> Self {
-        Self { state, hub, statuses }
+        Self { state, hub, statuses, stream_age: None }
+    }
+
+    /// Ends each notification stream after `age` (the listener's maximum connection age): a
+    /// connection told to go away closes only when its last stream ends, and the agent opens
+    /// the stream again, on a new connection with its current certificate.
+    pub fn with_stream_age(mut self, age: Duration) -> Self {
+        self.stream_age = Some(age);
+        self
     }
 }
 
@@ -166,7 +175,10 @@ impl NodeSync for NodeSyncService {
 
     async fn notifications(&self, request: Request<NotificationsRequest>) -> Result<Response<AgentStream>, Status> {
         let id = cluster_of(&request)?;
-        let stream = self.hub.subscribe(id.clone()).await?;
+        let mut stream = self.hub.subscribe(id.clone()).await?;
+        if let Some(age) = self.stream_age {
+            stream = stream.with_max_age(age);
+        }
         tracing::debug!(cluster = %id, "agent connected");
         Ok(Response::new(stream))
     }

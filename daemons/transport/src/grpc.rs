@@ -29,15 +29,26 @@ pub struct PeerIdentity {
     pub cluster: Result<ClusterId, IdentityError>,
     /// The peer's address.
     pub remote_addr: SocketAddr,
+    /// When the peer's certificate stops being valid (`None` without a certificate). TLS checks
+    /// validity once, at the handshake; [`PeerIdentity::cluster_of`] checks it on every
+    /// request, so a long-lived connection does not outlive its certificate.
+    pub not_after: Option<std::time::SystemTime>,
 }
 
 impl PeerIdentity {
     /// The identity carried by a tonic request, as the server's connection layer put it there.
     ///
     /// # Errors
-    /// `Unauthenticated` when the request carries no cluster identity.
+    /// `Unauthenticated` when the request carries no cluster identity, or its certificate has
+    /// expired since the connection was made.
     pub fn cluster_of<T>(req: &tonic::Request<T>) -> Result<ClusterId, tonic::Status> {
         match req.extensions().get::<PeerIdentity>() {
+            Some(PeerIdentity { cluster: Ok(_), not_after: Some(end), .. }) if std::time::SystemTime::now() >= *end => {
+                let ago = std::time::SystemTime::now().duration_since(*end).unwrap_or_default().as_secs();
+                Err(tonic::Status::unauthenticated(format!(
+                    "the client certificate expired {ago} s ago; it must be renewed (or the agent join again)"
+                )))
+            }
             Some(PeerIdentity { cluster: Ok(id), .. }) => Ok(id.clone()),
             Some(PeerIdentity { cluster: Err(e), .. }) => Err(tonic::Status::unauthenticated(e.to_string())),
             None => Err(tonic::Status::unauthenticated("no client certificate")),
@@ -176,7 +187,11 @@ pub fn tls_incoming_limited(
                 match result {
                     Ok(Ok(inner)) => {
                         let chain = inner.get_ref().1.peer_certificates().unwrap_or(&[]);
-                        let identity = PeerIdentity { cluster: peer_cluster_id(chain), remote_addr };
+                        let identity = PeerIdentity {
+                            cluster: peer_cluster_id(chain),
+                            remote_addr,
+                            not_after: crate::tls::not_after(chain),
+                        };
                         let _ = tx.send(Ok(TlsConn { inner, identity, _slot: slot })).await;
                     }
                     Ok(Err(e)) => {

@@ -85,6 +85,22 @@ pub fn peer_cluster_id(chain: &[CertificateDer<'_>]) -> Result<ClusterId, Identi
     found.ok_or(IdentityError::NoClusterSan)
 }
 
+/// When the leaf of a certificate chain stops being valid; `None` without a parsable leaf.
+pub fn not_after(chain: &[CertificateDer<'_>]) -> Option<std::time::SystemTime> {
+    validity(chain).map(|(_, end)| end)
+}
+
+/// The validity period (not before, not after) of the leaf of a certificate chain; `None`
+/// without a parsable leaf.
+pub fn validity(chain: &[CertificateDer<'_>]) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let leaf = chain.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        u64::try_from(t.timestamp()).ok().map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+    };
+    Some((at(cert.validity().not_before)?, at(cert.validity().not_after)?))
+}
+
 /// Paths of a certificate chain, its key and the CA bundle that verifies peers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -236,6 +252,25 @@ impl TlsFiles {
         C: Send + Sync + 'static,
         F: Fn(&TlsFiles) -> Result<C, TlsError> + Send + 'static,
     {
+        self.watch_triggered(interval, build, tasks, Arc::new(tokio::sync::Notify::new()))
+    }
+
+    /// [`TlsFiles::watch`], also looking at the files at once whenever `trigger` is notified
+    /// (by whoever just rewrote them).
+    ///
+    /// # Errors
+    /// The first build's [`TlsError`].
+    pub fn watch_triggered<C, F>(
+        &self,
+        interval: Duration,
+        build: F,
+        tasks: &crate::Tasks,
+        trigger: Arc<tokio::sync::Notify>,
+    ) -> Result<watch::Receiver<Arc<C>>, TlsError>
+    where
+        C: Send + Sync + 'static,
+        F: Fn(&TlsFiles) -> Result<C, TlsError> + Send + 'static,
+    {
         let (tx, rx) = watch::channel(Arc::new(build(self)?));
         let files = self.clone();
         let mut seen = files.modified();
@@ -243,7 +278,10 @@ impl TlsFiles {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = trigger.notified() => {}
+                }
                 if tx.is_closed() {
                     return;
                 }

@@ -130,7 +130,7 @@ impl Default for SyncConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct BootstrapConfig {
-    /// Validity of agent certificates.
+    /// Validity of agent certificates (agents renew at two thirds of it).
     pub cert_validity: PromDuration,
     /// Names (DNS or IP) on the gateway's certificate when the embedded CA issues it.
     pub server_names: Vec<String>,
@@ -141,7 +141,7 @@ pub struct BootstrapConfig {
 impl Default for BootstrapConfig {
     fn default() -> Self {
         Self {
-            cert_validity: PromDuration::from_secs(365 * 24 * 3600),
+            cert_validity: PromDuration::from_secs(7 * 24 * 3600),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             join_rate_per_minute: 10,
         }

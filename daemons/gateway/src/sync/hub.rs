@@ -232,7 +232,7 @@ impl Hub {
             .send(Cmd::Register { id, slot: Arc::clone(&slot) })
             .await
             .map_err(|_| Status::unavailable("gateway is shutting down"))?;
-        Ok(AgentStream { slot })
+        Ok(AgentStream { slot, ends: None })
     }
 }
 
@@ -251,11 +251,27 @@ fn jittered(t: SyncTiming, rng: &mut Rng) -> Duration {
 #[derive(Debug)]
 pub struct AgentStream {
     slot: Arc<Slot>,
+    /// When the stream ends by itself (its connection's maximum age), so that the agent opens
+    /// it again on a new connection and an old connection, drained of calls, can close.
+    ends: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AgentStream {
+    /// Ends the stream after `age`.
+    pub fn with_max_age(mut self, age: Duration) -> Self {
+        self.ends = Some(Box::pin(tokio::time::sleep(age)));
+        self
+    }
 }
 
 impl Stream for AgentStream {
     type Item = Result<Notification, Status>;
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(ends) = self.ends.as_mut()
+            && ends.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(None);
+        }
         let slot = &self.slot;
         for attempt in 0..2 {
             if slot.sync_now.swap(false, Ordering::AcqRel) {
@@ -364,6 +380,20 @@ mod tests {
         assert!(firsts.len() >= 20, "resyncs bunched at {firsts:?}");
         // and then about one per period each (2 periods observed: 1..=3 resyncs)
         assert!(syncs.iter().all(|&n| (1..=3).contains(&n)), "{syncs:?}");
+        tasks.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_with_a_maximum_age_ends_then() {
+        let tasks = Tasks::new();
+        let hub = Hub::start(SyncTiming::default(), 1, &tasks);
+        let mut stream =
+            hub.subscribe(ClusterId::new("c1").unwrap()).await.unwrap().with_max_age(Duration::from_secs(10));
+        assert_eq!(kind(stream.next().now_or_never()), "pending");
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert_eq!(kind(stream.next().now_or_never()), "pending");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(kind(stream.next().now_or_never()), "end");
         tasks.shutdown(Duration::from_secs(1)).await;
     }
 
