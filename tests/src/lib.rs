@@ -32,6 +32,7 @@ pub mod oidc;
 pub mod pki;
 pub mod procstat;
 pub mod prometheus;
+pub mod registry;
 pub mod rw;
 pub mod sim;
 pub mod target;

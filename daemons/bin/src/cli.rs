@@ -18,7 +18,7 @@ use opni_metrics_proto::capability::v1::{
 };
 use opni_metrics_proto::clusters::v1::clusters_client::ClustersClient;
 use opni_metrics_proto::clusters::v1::{
-    DeleteClusterRequest, EditLabelsRequest, GetClusterRequest, ListClustersRequest,
+    CreateClusterRequest, DeleteClusterRequest, EditLabelsRequest, GetClusterRequest, ListClustersRequest,
 };
 use opni_metrics_proto::convert::wire_std_duration;
 use opni_metrics_proto::cortexops::v1::cortex_ops_client::CortexOpsClient;
@@ -203,6 +203,14 @@ async fn clusters(mut c: ClustersClient<Authed>, cmd: Clusters, out: Output) -> 
         }
         Clusters::Get { id } => {
             print_clusters(vec![conv(c.get(GetClusterRequest { id }).await.map_err(status_err)?.into_inner())?], out)
+        }
+        Clusters::Create { id, labels: l } => {
+            let r = c
+                .create(CreateClusterRequest { id, labels: labels(&l)?.into_iter().collect() })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            print_clusters(vec![conv(r)?], out)
         }
         Clusters::Label { id, labels: l } => {
             let r = c

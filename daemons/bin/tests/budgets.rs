@@ -5,10 +5,7 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use common::{CLUSTER, WAIT, agent_config, body, certs, gateway_config, start_agent, start_gateway};
-use opni_metrics_core::store::MemoryStore;
 use opni_metrics_tests::http::{eventually, push};
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
 
@@ -25,7 +22,8 @@ async fn a_flooding_tenant_cannot_starve_a_steady_one() {
     gc.remote_write.max_requests_per_tenant = 4;
     // longer than the agent's request deadline (5 s): the held pushes end by cancellation
     gc.upstream.timeout = opni_metrics_core::duration::PromDuration::from_secs(20);
-    let gw = start_gateway(gc.validate().unwrap().settings, Arc::new(MemoryStore::default())).await;
+    let store = opni_metrics_tests::registry::store_with(&[CLUSTER, "steady"]).await;
+    let gw = start_gateway(gc.validate().unwrap().settings, store).await;
     let flooder = start_agent(&agent_config(&certs.agent, &gw.grpc_addr.to_string())).await;
     let steady_cert = certs.pki.agent("steady", "steady");
     let steady = start_agent(&agent_config(&steady_cert, &gw.grpc_addr.to_string())).await;

@@ -108,6 +108,10 @@ async fn the_console_in_a_real_browser() {
     for (id, env) in [(A, "prod"), (B, "dev")] {
         let mut c = Cluster::new(ClusterId::new(id).unwrap());
         c.set_labels([("env".to_owned(), env.to_owned())].into()).unwrap();
+        if id == B {
+            // B writes from the start; A gets the capability through the console below
+            c.install(opni_metrics_core::CapabilityName::metrics(), opni_metrics_core::Timestamp(1)).unwrap();
+        }
         state.create_cluster(&c).await.unwrap();
     }
     let agent_a = start_agent(&agent_config(&certs.pki.agent("agent-a", A), &gw.grpc_addr.to_string())).await;

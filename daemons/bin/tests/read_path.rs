@@ -74,6 +74,7 @@ async fn readers_see_exactly_their_tenants() {
     for (id, env) in [(A, "prod"), (B, "dev")] {
         let mut c = Cluster::new(ClusterId::new(id).unwrap());
         c.set_labels([("env".to_owned(), env.to_owned())].into()).unwrap();
+        c.install(opni_metrics_core::CapabilityName::metrics(), opni_metrics_core::Timestamp(1)).unwrap();
         state.create_cluster(&c).await.unwrap();
     }
 

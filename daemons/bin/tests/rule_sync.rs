@@ -195,6 +195,7 @@ async fn rule_files_reach_the_ruler_under_the_agents_tenant() {
     // nothing in a request chooses the tenant or the namespace: a second cluster's agent
     // certificate sends crafted groups straight to the agent-facing service
     let other = "cluster-b";
+    state.create_cluster(&Cluster::new(ClusterId::new(other).unwrap())).await.unwrap();
     let b_cert = files(&certs.pki.agent("agent-b", other));
     let tasks = opni_metrics_transport::Tasks::new();
     let tls =

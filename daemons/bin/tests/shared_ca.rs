@@ -85,7 +85,8 @@ async fn an_agent_joined_through_one_replica_is_trusted_by_another() {
     ac.bootstrap.cluster_id = Some("shared".into());
     ac.bootstrap.ca_file = Some(one.ca_path.clone());
     let agent = start_agent(&ac).await;
-    assert_eq!(push(&format!("http://{}/api/agent/push", agent.addr), body(3)).await.unwrap().status, 204);
+    common::install(&one, "shared").await;
+    common::push_until_ok(&format!("http://{}/api/agent/push", agent.addr)).await;
     agent.shutdown().await;
 
     // the same identity (no token any more) through replica two

@@ -95,15 +95,16 @@ async fn handshakes_over_the_cap_are_closed_at_once() {
 async fn join_checks_the_token_first_and_is_rate_limited() {
     let stack = Stack::start_with(Behaviour::status(204), |g| g.bootstrap.join_rate_per_minute = 3, |_| {}).await;
     let gw = stack.gateway.as_ref().unwrap();
-    // the cluster exists (the stack's agent uses it), but a stranger without a token learns
-    // nothing about it: the same answer as for any other id
-    gw.gateway
-        .state()
-        .create_cluster(&opni_metrics_core::registry::Cluster::new(
-            opni_metrics_core::ClusterId::new(common::CLUSTER).unwrap(),
-        ))
-        .await
-        .unwrap();
+    // the cluster exists (the stack registered the agent's), but a stranger without a token
+    // learns nothing about it: the same answer as for any other id
+    assert!(
+        gw.gateway
+            .state()
+            .cluster(&opni_metrics_core::ClusterId::new(common::CLUSTER).unwrap())
+            .await
+            .unwrap()
+            .is_some()
+    );
     let mut public = BootstrapClient::new(anonymous(&stack));
     let join = |cluster: &str| JoinRequest {
         token: "0123abcd.wrong".into(),

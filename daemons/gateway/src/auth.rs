@@ -143,7 +143,12 @@ mod tests {
 
     fn from(addr: &str, cluster: Result<ClusterId, opni_metrics_transport::tls::IdentityError>) -> Request<()> {
         let mut r = Request::new(());
-        r.extensions_mut().insert(PeerIdentity { cluster, remote_addr: addr.parse().unwrap(), not_after: None });
+        r.extensions_mut().insert(PeerIdentity {
+            cluster,
+            remote_addr: addr.parse().unwrap(),
+            not_after: None,
+            serial: None,
+        });
         r
     }
 

@@ -65,6 +65,17 @@ fn csr_key_sha256(csr_pem: &str) -> Result<String, Status> {
     .as_ref()))
 }
 
+/// The serial (hex) and end of the leaf of a PEM chain the CA just issued.
+fn issued(chain_pem: &str) -> Option<(String, Timestamp)> {
+    use rustls_pki_types::pem::PemObject;
+    let chain =
+        rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>().ok()?;
+    let serial = opni_metrics_transport::tls::serial(&chain)?;
+    let end = opni_metrics_transport::tls::not_after(&chain)?;
+    let ms = end.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    Some((serial, Timestamp(u64::try_from(ms).ok()?)))
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -88,6 +99,7 @@ pub(crate) struct BootstrapService {
     public: bool,
     cert_validity: Duration,
     limiter: Option<Arc<JoinLimiter>>,
+    admission: Option<Arc<crate::admission::Admission>>,
 }
 
 /// `Join` attempts per peer address: a token bucket of `per_minute` refilled evenly.
@@ -129,7 +141,21 @@ impl std::fmt::Debug for BootstrapService {
 impl BootstrapService {
     /// The service; `public` limits it to `Join`.
     pub(crate) fn new(state: State, ca: Arc<Ca>, public: bool, cert_validity: Duration) -> Self {
-        Self { state, ca, public, cert_validity, limiter: None }
+        Self { state, ca, public, cert_validity, limiter: None, admission: None }
+    }
+
+    /// Checks `Renew` callers' certificates against the revoked serials of `admission`.
+    pub(crate) fn with_admission(mut self, admission: Arc<crate::admission::Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// Records the certificate just issued to `id`, so that deleting the cluster revokes it.
+    async fn record(&self, id: &ClusterId, chain_pem: &str) -> Result<(), Status> {
+        let Some((serial, end)) = issued(chain_pem) else {
+            return Err(Status::internal("the issued certificate cannot be read back"));
+        };
+        self.state.record_issued(id, &serial, end).await.map_err(status)
     }
 
     /// Limits `Join` to `per_minute` attempts per peer address.
@@ -334,6 +360,7 @@ impl Bootstrap for BootstrapService {
         let mut cluster = Cluster::new(id.clone());
         cluster.labels = labels;
         self.state.create_cluster(&cluster).await.map_err(status)?;
+        self.record(&id, &chain).await?;
         let token_id = r.token.split_once('.').map_or("", |(t, _)| t).to_owned();
         let record =
             JoinRecord { cluster: id.clone(), token_id, key_sha256: key, chain_pem: chain.clone(), joined_at: now() };
@@ -350,8 +377,12 @@ impl Bootstrap for BootstrapService {
         if !self.public {
             return Err(Status::permission_denied("Renew is served to agents, on the agent-facing listener"));
         }
-        // the current certificate authenticates (its expiry checked on this request)
-        let id = crate::auth::cluster_of(&request)?;
+        // the current certificate authenticates (its expiry checked on this request, its
+        // serial against the revoked ones)
+        let id = match &self.admission {
+            Some(a) => a.caller(&request)?.0,
+            None => crate::auth::cluster_of(&request)?,
+        };
         self.limit(&request, "Renew")?;
         let csr_pem = request.into_inner().csr_pem;
         if csr_pem.len() > 16 * 1024 {
@@ -367,6 +398,7 @@ impl Bootstrap for BootstrapService {
             .ca
             .sign_agent(&csr_pem, &id, self.cert_validity)
             .map_err(|e| Status::invalid_argument(format!("csr_pem: {}", opni_metrics_core::error_chain(&e))))?;
+        self.record(&id, &chain).await?;
         tracing::info!(cluster = %id, valid_for_s = self.cert_validity.as_secs(), "certificate renewed");
         Ok(Response::new(JoinResponse {
             certificate_chain_pem: chain,

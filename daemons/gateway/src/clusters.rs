@@ -5,7 +5,8 @@ use opni_metrics_core::spec::LabelSelector;
 use opni_metrics_proto::IntoStatus;
 use opni_metrics_proto::clusters::v1::clusters_server::Clusters;
 use opni_metrics_proto::clusters::v1::{
-    Cluster, ClusterList, DeleteClusterRequest, EditLabelsRequest, GetClusterRequest, ListClustersRequest,
+    Cluster, ClusterList, CreateClusterRequest, DeleteClusterRequest, EditLabelsRequest, GetClusterRequest,
+    ListClustersRequest,
 };
 use opni_metrics_proto::convert::cluster_id;
 use tonic::{Request, Response, Status};
@@ -48,6 +49,18 @@ impl Clusters for ClustersService {
     async fn get(&self, request: Request<GetClusterRequest>) -> Result<Response<Cluster>, Status> {
         let id = cluster_id("id", request.into_inner().id).map_err(Status::from)?;
         let (c, _) = self.state.known_cluster(&id).await.map_err(status)?;
+        Ok(Response::new(c.into()))
+    }
+
+    async fn create(&self, request: Request<CreateClusterRequest>) -> Result<Response<Cluster>, Status> {
+        let r = request.into_inner();
+        let id = cluster_id("id", r.id).map_err(Status::from)?;
+        let labels: std::collections::BTreeMap<String, String> = r.labels.into_iter().collect();
+        validate_labels(&labels).map_err(|e| e.into_status())?;
+        let mut c = opni_metrics_core::registry::Cluster::new(id.clone());
+        c.labels = labels;
+        self.state.create_cluster(&c).await.map_err(status)?;
+        tracing::info!(cluster = %id, "cluster registered");
         Ok(Response::new(c.into()))
     }
 

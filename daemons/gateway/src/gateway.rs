@@ -162,6 +162,8 @@ pub struct Gateway {
     settings: GatewaySettings,
     state: State,
     hub: Hub,
+    admission: Arc<crate::admission::Admission>,
+    connections: opni_metrics_transport::grpc::Connections,
     statuses: Arc<StatusCache>,
     uninstaller: Uninstaller,
     driver: Arc<dyn ClusterDriver>,
@@ -204,6 +206,7 @@ impl Gateway {
             self.settings.status,
             Arc::clone(&self.metrics),
             RuleSync::new(self.cortex_api(), self.state.clone(), Arc::clone(&self.metrics)),
+            Arc::clone(&self.admission),
         ))
         .max_decoding_message_size(max_msg)
         .max_encoding_message_size(max_msg);
@@ -211,13 +214,15 @@ impl Gateway {
         let node_sync = InterceptedService::new(
             NodeSyncServer::new(
                 NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses))
-                    .with_stream_age(self.settings.max_connection_age),
+                    .with_stream_age(self.settings.max_connection_age)
+                    .with_admission(Arc::clone(&self.admission)),
             ),
             require_identity,
         );
         let join = BootstrapServer::new(
             BootstrapService::new(self.state.clone(), Arc::clone(&self.ca), true, self.settings.cert_validity)
-                .with_join_rate(self.settings.join_rate_per_minute),
+                .with_join_rate(self.settings.join_rate_per_minute)
+                .with_admission(Arc::clone(&self.admission)),
         )
         .max_decoding_message_size(64 * 1024);
         Routes::new(remote).add_service(node_sync).add_service(join)
@@ -348,7 +353,9 @@ impl Gateway {
         limits.max_handshakes = s.max_handshakes;
         limits.max_connections = s.max_connections;
         let incoming =
-            tls_incoming_limited(&self.tasks, listeners.grpc, tls, limits, move |kind| metrics.tls_failure(kind));
+            tls_incoming_limited(&self.tasks, listeners.grpc, tls, limits, self.connections.clone(), move |kind| {
+                metrics.tls_failure(kind)
+            });
         let (health_reporter, health) = tonic_health::server::health_reporter();
         health_reporter.set_serving::<RemoteWriteServer<RemoteWriteService>>().await;
         health_reporter.set_serving::<NodeSyncServer<NodeSyncService>>().await;

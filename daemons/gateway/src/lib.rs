@@ -40,6 +40,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod admission;
 pub mod auth;
 mod bootstrap;
 pub mod budget;

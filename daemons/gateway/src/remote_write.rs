@@ -10,7 +10,7 @@ use opni_metrics_proto::remote::v1::remote_write_server::RemoteWrite;
 use opni_metrics_proto::remote::v1::{Header, PushRequest, PushResponse, SyncRulesRequest, SyncRulesResponse};
 use tonic::{Request, Response, Status};
 
-use crate::auth::cluster_of;
+use crate::admission::Admission;
 use crate::forward::{ForwardService, forward};
 use crate::metrics::GatewayMetrics;
 use crate::rule_sync::RuleSync;
@@ -23,6 +23,7 @@ pub(crate) struct RemoteWriteService {
     status: StatusOptions,
     metrics: Arc<GatewayMetrics>,
     rules: RuleSync,
+    admission: Arc<Admission>,
 }
 
 impl std::fmt::Debug for RemoteWriteService {
@@ -39,8 +40,9 @@ impl RemoteWriteService {
         status: StatusOptions,
         metrics: Arc<GatewayMetrics>,
         rules: RuleSync,
+        admission: Arc<Admission>,
     ) -> Self {
-        Self { forward, limits, status, metrics, rules }
+        Self { forward, limits, status, metrics, rules, admission }
     }
 
     fn refuse(&self, reason: &str) {
@@ -63,7 +65,16 @@ fn non_empty(s: &str) -> Option<&str> {
 #[tonic::async_trait]
 impl RemoteWrite for RemoteWriteService {
     async fn push(&self, request: Request<PushRequest>) -> Result<Response<PushResponse>, Status> {
-        let tenant = cluster_of(&request).inspect_err(|_| self.refuse("unauthenticated"))?;
+        // the registry (in memory) says whether this identity may write: registered, not
+        // revoked, the capability installed
+        let tenant = self.admission.writer(&request).inspect_err(|s| {
+            self.refuse(match s.code() {
+                tonic::Code::Unauthenticated => "unauthenticated",
+                tonic::Code::FailedPrecondition => "not_installed",
+                tonic::Code::Unavailable => "registry_loading",
+                _ => "not_registered",
+            })
+        })?;
         let m = request.into_inner();
         let head =
             RequestHead { content_type: non_empty(&m.content_type), content_encoding: non_empty(&m.content_encoding) };
@@ -114,7 +125,7 @@ impl RemoteWrite for RemoteWriteService {
     }
 
     async fn sync_rules(&self, request: Request<SyncRulesRequest>) -> Result<Response<SyncRulesResponse>, Status> {
-        let tenant = cluster_of(&request)?;
+        let (tenant, _) = self.admission.registered(&request)?;
         self.rules.sync(&tenant, request.into_inner()).await.map(Response::new)
     }
 }

@@ -36,6 +36,19 @@ pub(crate) const TASKS: &str = "tasks/uninstall/";
 pub(crate) const TOKENS: &str = "tokens/";
 /// Key prefix of the last join of each cluster (for retried joins).
 pub(crate) const JOINS: &str = "joins/";
+/// Key prefix of the certificates issued to each cluster: `certs/<cluster>/<serial>`.
+pub(crate) const ISSUED: &str = "certs/";
+/// Key prefix of revoked certificate serials: `revoked/<serial>`.
+pub(crate) const REVOKED: &str = "revoked/";
+
+/// A certificate the gateway issued, or revoked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CertRecord {
+    pub(crate) cluster: ClusterId,
+    /// When it expires; a revocation is kept until then.
+    pub(crate) not_after: Timestamp,
+}
 /// Key of the upstream state (what node enablement follows).
 pub(crate) const UPSTREAM: &str = "upstream/state";
 /// Key prefix of rule sync status.
@@ -201,6 +214,50 @@ impl State {
         self.store.delete(&format!("{NODE_OVERRIDES}{id}"), Precondition::None).await?;
         self.store.delete(&format!("{STATUS}{id}"), Precondition::None).await?;
         self.store.delete(&format!("{JOINS}{id}"), Precondition::None).await?;
+        self.revoke_issued(id).await?;
+        Ok(())
+    }
+
+    /// Records a certificate issued to `cluster` (so that it can be revoked with the cluster).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub(crate) async fn record_issued(
+        &self,
+        cluster: &ClusterId,
+        serial: &str,
+        not_after: Timestamp,
+    ) -> Result<(), StateError> {
+        let rec = CertRecord { cluster: cluster.clone(), not_after };
+        self.store.put(&format!("{ISSUED}{cluster}/{serial}"), encode(&rec), Precondition::None).await?;
+        // forget this cluster's expired certificates
+        let at = now();
+        for (key, old) in self.list::<CertRecord>(&format!("{ISSUED}{cluster}/")).await? {
+            if old.not_after <= at {
+                self.store.delete(&key, Precondition::None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Revokes every unexpired certificate issued to `cluster` (their serials are refused from
+    /// then on, even if a cluster of the same id joins again), and forgets expired revocations.
+    async fn revoke_issued(&self, cluster: &ClusterId) -> Result<(), StateError> {
+        let at = now();
+        let prefix = format!("{ISSUED}{cluster}/");
+        for (key, rec) in self.list::<CertRecord>(&prefix).await? {
+            if rec.not_after > at
+                && let Some(serial) = key.strip_prefix(&prefix)
+            {
+                self.store.put(&format!("{REVOKED}{serial}"), encode(&rec), Precondition::None).await?;
+            }
+            self.store.delete(&key, Precondition::None).await?;
+        }
+        for (key, rec) in self.list::<CertRecord>(REVOKED).await? {
+            if rec.not_after <= at {
+                self.store.delete(&key, Precondition::None).await?;
+            }
+        }
         Ok(())
     }
 

@@ -140,12 +140,20 @@ pub struct NodeSyncService {
     hub: Hub,
     statuses: Arc<StatusCache>,
     stream_age: Option<Duration>,
+    admission: Option<Arc<crate::admission::Admission>>,
 }
 
 impl NodeSyncService {
     /// The service.
     pub fn new(state: State, hub: Hub, statuses: Arc<StatusCache>) -> Self {
-        Self { state, hub, statuses, stream_age: None }
+        Self { state, hub, statuses, stream_age: None, admission: None }
+    }
+
+    /// Checks callers against the registry view: a revoked certificate is refused, and the
+    /// status of a cluster that is not registered is not kept.
+    pub(crate) fn with_admission(mut self, admission: Arc<crate::admission::Admission>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     /// Ends each notification stream after `age` (the listener's maximum connection age): a
@@ -160,10 +168,18 @@ impl NodeSyncService {
 #[tonic::async_trait]
 impl NodeSync for NodeSyncService {
     async fn sync(&self, request: Request<SyncRequest>) -> Result<Response<SyncResponse>, Status> {
-        let id = cluster_of(&request)?;
+        let (id, registered) = match &self.admission {
+            Some(a) => {
+                let (id, m) = a.caller(&request)?;
+                (id, m.is_some())
+            }
+            None => (cluster_of(&request)?, true),
+        };
         let (current, reported) = request.into_inner().into_core().map_err(Status::from)?;
         let at = now();
-        if self.statuses.record(&id, reported.clone(), at) {
+        // a cluster that is not registered is told its node is disabled (what the desired
+        // state of an unknown cluster is), and its reports are not kept
+        if registered && self.statuses.record(&id, reported.clone(), at) {
             // persisted in the background: a reply never waits for a durable commit
             self.statuses.persist(id.clone(), StoredStatus { status: reported, reported_at: at });
         }
@@ -174,7 +190,10 @@ impl NodeSync for NodeSyncService {
     type NotificationsStream = AgentStream;
 
     async fn notifications(&self, request: Request<NotificationsRequest>) -> Result<Response<AgentStream>, Status> {
-        let id = cluster_of(&request)?;
+        let id = match &self.admission {
+            Some(a) => a.caller(&request)?.0,
+            None => cluster_of(&request)?,
+        };
         let mut stream = self.hub.subscribe(id.clone()).await?;
         if let Some(age) = self.stream_age {
             stream = stream.with_max_age(age);

@@ -33,6 +33,67 @@ pub struct PeerIdentity {
     /// validity once, at the handshake; [`PeerIdentity::cluster_of`] checks it on every
     /// request, so a long-lived connection does not outlive its certificate.
     pub not_after: Option<std::time::SystemTime>,
+    /// The peer certificate's serial number, lowercase hex (`None` without a certificate), for
+    /// checking it against a list of revoked serials.
+    pub serial: Option<String>,
+}
+
+/// Whether [`Connections::close`] has cut a connection, and the waker of its reader.
+#[derive(Debug, Default)]
+struct Cut {
+    cut: std::sync::atomic::AtomicBool,
+    waker: futures::task::AtomicWaker,
+}
+
+impl Cut {
+    fn is_cut(&self) -> bool {
+        self.cut.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The open connections of each cluster, so that the connections of an identity that was
+/// revoked can be closed at once. Cheap to clone; share one between a listener
+/// ([`tls_incoming_limited`]) and whoever revokes.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    inner: Arc<std::sync::Mutex<std::collections::HashMap<ClusterId, Vec<std::sync::Weak<Cut>>>>>,
+}
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ClusterId, Vec<std::sync::Weak<Cut>>>> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn track(&self, id: &ClusterId) -> Arc<Cut> {
+        let cut = Arc::new(Cut::default());
+        let mut m = self.lock();
+        let list = m.entry(id.clone()).or_default();
+        list.retain(|w| w.strong_count() > 0);
+        list.push(Arc::downgrade(&cut));
+        cut
+    }
+
+    /// Closes every open connection of `id`: its next read or write fails, which ends the
+    /// connection and every call on it. Returns how many were open.
+    pub fn close(&self, id: &ClusterId) -> usize {
+        let list = self.lock().remove(id).unwrap_or_default();
+        let mut n = 0;
+        for c in list.iter().filter_map(std::sync::Weak::upgrade) {
+            c.cut.store(true, std::sync::atomic::Ordering::Release);
+            c.waker.wake();
+            n += 1;
+        }
+        n
+    }
+
+    /// How many connections of `id` are open.
+    pub fn count(&self, id: &ClusterId) -> usize {
+        self.lock().get(id).map_or(0, |l| l.iter().filter(|w| w.strong_count() > 0).count())
+    }
+}
+
+fn cut_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "the peer's identity was revoked")
 }
 
 impl PeerIdentity {
@@ -61,6 +122,8 @@ impl PeerIdentity {
 pub struct TlsConn {
     inner: TlsStream<TcpStream>,
     identity: PeerIdentity,
+    /// Set when the connection's cluster is revoked.
+    cut: Option<Arc<Cut>>,
     /// The connection's slot under the connection cap, freed when it is dropped.
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
@@ -74,12 +137,22 @@ impl Connected for TlsConn {
 
 impl AsyncRead for TlsConn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if let Some(c) = &self.cut {
+            // registered before looking, so a cut made in between wakes this read
+            c.waker.register(cx.waker());
+            if c.is_cut() {
+                return Poll::Ready(Err(cut_error()));
+            }
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for TlsConn {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if self.cut.as_ref().is_some_and(|c| c.is_cut()) {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -93,6 +166,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.cut.as_ref().is_some_and(|c| c.is_cut()) {
+            return Poll::Ready(Err(cut_error()));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -136,18 +212,27 @@ pub fn tls_incoming(
     handshake_timeout: Duration,
     on_failure: impl Fn(&str) + Send + Sync + 'static,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
-    tls_incoming_limited(tasks, listener, tls, IncomingLimits::with_handshake_timeout(handshake_timeout), on_failure)
+    tls_incoming_limited(
+        tasks,
+        listener,
+        tls,
+        IncomingLimits::with_handshake_timeout(handshake_timeout),
+        Connections::default(),
+        on_failure,
+    )
 }
 
 /// [`tls_incoming`] with [`IncomingLimits`]: a connection over the connection cap, or arriving
 /// while the handshake cap is reached, is closed at once (counted by `on_failure` as
 /// `connection_limit` / `handshake_limit`), so a flood of strangers costs a closed socket each,
-/// not memory or a queue. A connection holds its slot until it is dropped.
+/// not memory or a queue. A connection holds its slot until it is dropped. Connections with a
+/// cluster identity are tracked in `connections`, which can close them.
 pub fn tls_incoming_limited(
     tasks: &crate::Tasks,
     listener: TcpListener,
     tls: watch::Receiver<Arc<ServerConfig>>,
     limits: IncomingLimits,
+    tracked: Connections,
     on_failure: impl Fn(&str) + Send + Sync + 'static,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
@@ -181,6 +266,7 @@ pub fn tls_incoming_limited(
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.borrow()));
             let tx = tx.clone();
             let on_failure = Arc::clone(&on_failure);
+            let tracked = tracked.clone();
             tokio::spawn(async move {
                 let result = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
                 drop(handshake);
@@ -191,8 +277,10 @@ pub fn tls_incoming_limited(
                             cluster: peer_cluster_id(chain),
                             remote_addr,
                             not_after: crate::tls::not_after(chain),
+                            serial: crate::tls::serial(chain),
                         };
-                        let _ = tx.send(Ok(TlsConn { inner, identity, _slot: slot })).await;
+                        let cut = identity.cluster.as_ref().ok().map(|id| tracked.track(id));
+                        let _ = tx.send(Ok(TlsConn { inner, identity, cut, _slot: slot })).await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(peer = %remote_addr, error = %e, "TLS handshake failed");

@@ -90,6 +90,20 @@ pub fn not_after(chain: &[CertificateDer<'_>]) -> Option<std::time::SystemTime> 
     validity(chain).map(|(_, end)| end)
 }
 
+/// The serial number of the leaf of a certificate chain, lowercase hex without leading zero
+/// bytes; `None` without a parsable leaf.
+pub fn serial(chain: &[CertificateDer<'_>]) -> Option<String> {
+    let leaf = chain.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(serial_hex(cert.raw_serial()))
+}
+
+/// A certificate serial's bytes as lowercase hex, without leading zero bytes.
+pub fn serial_hex(raw: &[u8]) -> String {
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len().saturating_sub(1));
+    raw[start..].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The validity period (not before, not after) of the leaf of a certificate chain; `None`
 /// without a parsable leaf.
 pub fn validity(chain: &[CertificateDer<'_>]) -> Option<(std::time::SystemTime, std::time::SystemTime)> {

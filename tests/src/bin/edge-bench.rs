@@ -419,12 +419,12 @@ async fn run(args: Args) {
     let up_addr = up.local_addr().unwrap();
     tokio::spawn(upstream(up, Duration::from_millis(args.upstream_delay_ms), Arc::clone(&per_tenant)));
 
-    let (grpc, ops) = (free_port(), free_port());
+    let (grpc, ops, mgmt) = (free_port(), free_port(), free_port());
     let config = dir.join("gateway.yaml");
     std::fs::write(
         &config,
         format!(
-            "dataDir: {}\ngrpc: {{listen: 127.0.0.1:{grpc}, tls: {}, handshakeTimeout: {}s}}\nhttp: {{listen: 127.0.0.1:{ops}}}\nmanagement: {{listen: 127.0.0.1:0}}\nquery: {{listen: 127.0.0.1:0}}\nupstream: {{url: http://{up_addr}/api/v1/push}}\nremoteWrite: {{maxInFlightBytes: 67108864}}\nlog: {{level: warn}}\n",
+            "dataDir: {}\ngrpc: {{listen: 127.0.0.1:{grpc}, tls: {}, handshakeTimeout: {}s}}\nhttp: {{listen: 127.0.0.1:{ops}}}\nmanagement: {{listen: 127.0.0.1:{mgmt}}}\nquery: {{listen: 127.0.0.1:0}}\nupstream: {{url: http://{up_addr}/api/v1/push}}\nremoteWrite: {{maxInFlightBytes: 67108864}}\nlog: {{level: warn}}\n",
             dir.join("gw").display(),
             tls_yaml(&gw_certs),
             args.handshake_timeout
@@ -441,6 +441,16 @@ async fn run(args: Args) {
     .await
     .unwrap();
     gw.wait_ok(&format!("http://127.0.0.1:{ops}/readyz")).await.unwrap();
+    for id in ["steady", "flood"] {
+        opni_metrics_tests::registry::install_with_cli(
+            &args.bin_dir,
+            &format!("127.0.0.1:{mgmt}"),
+            &dir.join("gw").join("admin.token"),
+            id,
+        )
+        .await
+        .unwrap();
+    }
     let (steady_agent, steady_port) = start_agent(&args, dir, "steady", &pki.agent("steady", "steady"), grpc).await;
     let (flood_agent, flood_port) = start_agent(&args, dir, "flood", &pki.agent("flood", "flood"), grpc).await;
     let steady_url = format!("http://127.0.0.1:{steady_port}/api/agent/push");

@@ -562,18 +562,23 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[idx]) / 1000.0
 }
 
+/// The cluster (tenant) of the relay scenario's agent.
+const CLUSTER: &str = "rw-bench-cluster";
 async fn start_relays(ctx: &Ctx, scenario: Scenario) -> Result<(String, Vec<Proc>), String> {
     let upstream = ctx.receiver.write_url();
     match scenario {
         Scenario::Direct => Ok((upstream, Vec::new())),
         Scenario::Relay => {
             let bin = |n: &str| ctx.args.bin_dir.join(n);
-            let (grpc, ops) = (free_port(), free_port());
+            let (grpc, ops, mgmt) = (free_port(), free_port(), free_port());
             let g = &ctx.gateway_certs;
             let s = |p: &Path| p.display().to_string();
+            let data = ctx.dir.join(format!("gateway-{grpc}"));
             let gw_args = vec![
                 format!("--grpc-listen=127.0.0.1:{grpc}"),
                 format!("--http-listen=127.0.0.1:{ops}"),
+                format!("--management-listen=127.0.0.1:{mgmt}"),
+                format!("--data-dir={}", s(&data)),
                 format!("--tls-cert={}", s(&g.cert)),
                 format!("--tls-key={}", s(&g.key)),
                 format!("--tls-ca={}", s(&g.ca)),
@@ -583,6 +588,13 @@ async fn start_relays(ctx: &Ctx, scenario: Scenario) -> Result<(String, Vec<Proc
             let mut gw =
                 Proc::spawn("gateway", &bin("opni-metrics-gateway"), &gw_args, &ctx.args.relay_env, &ctx.dir).await?;
             gw.wait_ok(&format!("http://127.0.0.1:{ops}/readyz")).await?;
+            opni_metrics_tests::registry::install_with_cli(
+                &ctx.args.bin_dir,
+                &format!("127.0.0.1:{mgmt}"),
+                &data.join("admin.token"),
+                CLUSTER,
+            )
+            .await?;
             let listen = free_port();
             let a = &ctx.agent_certs;
             let agent_args = vec![
@@ -1045,7 +1057,7 @@ fn main() -> ExitCode {
     let pki = Pki::new(&dir.join("pki"), "rw-bench");
     let ctx = Ctx {
         gateway_certs: pki.gateway("gateway"),
-        agent_certs: pki.agent("agent", "rw-bench-cluster"),
+        agent_certs: pki.agent("agent", CLUSTER),
         tick: clock_ticks(),
         dir: dir.clone(),
         receiver,

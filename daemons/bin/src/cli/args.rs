@@ -256,6 +256,15 @@ pub enum Clusters {
         /// Cluster id.
         id: String,
     },
+    /// Register a cluster whose agent uses certificate files issued with the gateway's CA
+    /// (agents that join with a token are registered by joining).
+    Create {
+        /// Cluster id (also its tenant).
+        id: String,
+        /// key=value labels.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
     /// Replace a cluster's labels.
     Label {
         /// Cluster id.

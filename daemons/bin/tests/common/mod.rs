@@ -5,8 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use opni_metrics_core::store::MemoryStore;
-
 use opni_metrics_core::duration::PromDuration;
 use opni_metrics_core::store::Store;
 use opni_metrics_daemons::config::agent::{AgentConfig, DriverKind};
@@ -137,7 +135,10 @@ impl Stack {
         let upstream = Upstream::start(behaviour).await;
         let mut gc = gateway_config(&certs, &upstream.url());
         gw(&mut gc);
-        let gateway = start_gateway(gc.validate().unwrap().settings, Arc::new(MemoryStore::default())).await;
+        // the agent's cluster is registered with the capability installed, as after
+        // `clusters create` and `capability install`
+        let store = opni_metrics_tests::registry::store_with(&[CLUSTER]).await;
+        let gateway = start_gateway(gc.validate().unwrap().settings, store).await;
         let mut ac = agent_config(&certs.agent, &gateway.grpc_addr.to_string());
         ag(&mut ac);
         let agent = start_agent(&ac).await;
@@ -198,8 +199,11 @@ impl Daemon {
         d
     }
 
-    /// The gateway binary on fixed ports.
+    /// The gateway binary on fixed ports, with CLUSTER registered and its capability installed
+    /// (through the CLI, as an operator does for an agent given certificate files).
     pub async fn gateway(certs: &Certs, grpc_port: u16, http_port: u16, upstream_url: &str) -> Self {
+        let mgmt = opni_metrics_tests::prometheus::free_port();
+        let data = certs.dir.path().join(format!("gateway-{grpc_port}"));
         let args = vec![
             format!("--grpc-listen=127.0.0.1:{grpc_port}"),
             format!("--http-listen=127.0.0.1:{http_port}"),
@@ -207,12 +211,26 @@ impl Daemon {
             format!("--tls-key={}", certs.gateway.key.display()),
             format!("--tls-ca={}", certs.gateway.ca.display()),
             format!("--upstream-url={upstream_url}"),
-            format!("--data-dir={}", certs.dir.path().join(format!("gateway-{grpc_port}")).display()),
-            "--management-listen=127.0.0.1:0".into(),
+            format!("--data-dir={}", data.display()),
+            format!("--management-listen=127.0.0.1:{mgmt}"),
             "--query-listen=127.0.0.1:0".into(),
         ];
-        Self::spawn(env!("CARGO_BIN_EXE_opni-metrics-gateway"), args, format!("http://127.0.0.1:{http_port}/readyz"))
-            .await
+        let d = Self::spawn(
+            env!("CARGO_BIN_EXE_opni-metrics-gateway"),
+            args,
+            format!("http://127.0.0.1:{http_port}/readyz"),
+        )
+        .await;
+        let cli = std::path::Path::new(env!("CARGO_BIN_EXE_opni-metrics"));
+        opni_metrics_tests::registry::install_with_cli(
+            cli.parent().unwrap(),
+            &format!("127.0.0.1:{mgmt}"),
+            &data.join("admin.token"),
+            CLUSTER,
+        )
+        .await
+        .unwrap();
+        d
     }
 
     /// The agent binary on a fixed port.
@@ -327,4 +345,26 @@ pub async fn cortex_with_receivers(
         receivers.push(r);
     }
     (cortex, receivers)
+}
+
+/// Installs the metrics capability on `cluster` through the management API (warnings ignored).
+pub async fn install(gw: &RunningGateway, cluster: &str) {
+    opni_metrics_proto::capability::v1::capability_client::CapabilityClient::with_interceptor(
+        management_channel(gw.management_addr).await,
+        BearerAuth(gw.admin_token.clone()),
+    )
+    .install(opni_metrics_proto::capability::v1::InstallRequest { cluster: cluster.into(), ignore_warnings: true })
+    .await
+    .unwrap();
+}
+
+/// Pushes to `url` until a push is answered 204 (the gateway admits a cluster as soon as its
+/// registry view, fed by the store watch, has the install).
+pub async fn push_until_ok(url: &str) {
+    opni_metrics_tests::http::eventually(WAIT, "a push admitted", || async {
+        let r = opni_metrics_tests::http::push(url, body(1)).await?;
+        if r.status == 204 { Ok(()) } else { Err(format!("{} {}", r.status, r.text())) }
+    })
+    .await
+    .unwrap();
 }

@@ -165,6 +165,12 @@ impl GatewayBuilder {
         let readers = Readers::new(state.clone(), settings.readers.oidc.clone(), Arc::clone(&authenticator))?;
         let hub = Hub::start(settings.sync, os_seed(), &tasks);
         watch_store(state.clone(), hub.clone(), &tasks);
+        let connections = opni_metrics_transport::grpc::Connections::default();
+        let admission = crate::admission::Admission::start(state.clone(), connections.clone(), hub.clone(), &tasks);
+        let loaded = Arc::clone(&admission);
+        ops.add_readiness_check("registry", move || {
+            if loaded.is_loaded() { Ok(()) } else { Err("the registry is not loaded yet".to_owned()) }
+        });
         let statuses = Arc::new(StatusCache::default());
         statuses.start_writer(state.clone(), &tasks);
         let upstream = UpstreamWatch::start(
@@ -183,6 +189,8 @@ impl GatewayBuilder {
             settings,
             state,
             hub,
+            admission,
+            connections,
             statuses,
             uninstaller,
             driver,

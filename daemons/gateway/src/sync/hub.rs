@@ -6,6 +6,7 @@ use super::*;
 enum Cmd {
     Register { id: ClusterId, slot: Arc<Slot> },
     Notify(Option<ClusterId>),
+    Close(ClusterId),
     Connected { id: ClusterId, reply: oneshot::Sender<bool> },
     Count { reply: oneshot::Sender<usize> },
 }
@@ -186,6 +187,11 @@ impl Hub {
                                 slot.raise(&slot.sync_now);
                             }
                         }
+                        Some(Cmd::Close(id)) => {
+                            if let Some((_, slot)) = hub.agents.remove(&id) {
+                                slot.raise(&slot.closed);
+                            }
+                        }
                         Some(Cmd::Connected { id, reply }) => { let _ = reply.send(hub.slot(&id).is_some()); }
                         Some(Cmd::Count { reply }) => {
                             hub.agents.retain(|_, (_, s)| !s.is_gone());
@@ -201,6 +207,11 @@ impl Hub {
     /// Sends `SyncNow` to `id` (or to every connected agent for `None`).
     pub async fn notify(&self, id: Option<ClusterId>) {
         let _ = self.tx.send(Cmd::Notify(id)).await;
+    }
+
+    /// Ends the notification stream of `id`, if one is open.
+    pub async fn close(&self, id: ClusterId) {
+        let _ = self.tx.send(Cmd::Close(id)).await;
     }
 
     /// Whether `id` has a notification stream open.
