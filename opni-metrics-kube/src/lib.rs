@@ -33,6 +33,7 @@ pub mod error;
 pub mod lease;
 pub mod node;
 pub mod render;
+pub mod secret;
 
 pub use error::Error;
 

@@ -123,6 +123,7 @@ pub struct AgentBuilder {
     metrics: Option<Arc<AgentMetrics>>,
     #[cfg(feature = "kubernetes")]
     rules_client: Option<kube::Client>,
+    keeper: Option<Arc<dyn identity::IdentityKeeper>>,
 }
 
 impl std::fmt::Debug for AgentBuilder {
@@ -149,6 +150,14 @@ impl AgentBuilder {
     #[cfg(feature = "kubernetes")]
     pub fn kubernetes_driver(mut self, settings: crate::kubernetes::KubeDriverSettings) -> Self {
         self.driver = DriverChoice::Kubernetes(settings);
+        self
+    }
+
+    /// Keeps a joined identity with `keeper` too (e.g. [`identity::SecretKeeper`], a Kubernetes
+    /// Secret), so that it survives the loss of the data directory: restored from it at start,
+    /// kept in it after joining and after each renewal. Ignored for an identity from files.
+    pub fn identity_keeper(mut self, keeper: Arc<dyn identity::IdentityKeeper>) -> Self {
+        self.keeper = Some(keeper);
         self
     }
 
@@ -193,6 +202,7 @@ impl AgentBuilder {
                         j.token.as_deref(),
                         j.cluster_id.as_deref(),
                         j.ca_file.as_deref(),
+                        self.keeper.as_deref(),
                     )
                     .await?,
                     true,
@@ -211,7 +221,13 @@ impl AgentBuilder {
                     let m = Arc::clone(&metrics);
                     tasks.spawn(
                         "certificate-renewal",
-                        identity::keep_renewed(s.data_dir.join("identity"), c.clone(), reload, move |e| m.renewal(e)),
+                        identity::keep_renewed(
+                            s.data_dir.join("identity"),
+                            c.clone(),
+                            reload,
+                            self.keeper.clone(),
+                            move |e| m.renewal(e),
+                        ),
                     );
                 }
                 c
@@ -312,6 +328,7 @@ impl Agent {
             metrics: None,
             #[cfg(feature = "kubernetes")]
             rules_client: None,
+            keeper: None,
         }
     }
 

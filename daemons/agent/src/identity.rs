@@ -56,6 +56,31 @@ pub enum JoinError {
     /// The gateway refused.
     #[error("the gateway refused to join: {0}")]
     Refused(String),
+    /// The identity could not be kept (or restored) where the [`IdentityKeeper`] keeps it.
+    #[error(transparent)]
+    Keep(#[from] KeepError),
+}
+
+/// Keeping the identity failed.
+#[derive(Debug, thiserror::Error)]
+#[error("keep the agent identity in {place}")]
+pub struct KeepError {
+    /// Where, e.g. `Secret opni-agent/opni-metrics-agent-identity`.
+    pub place: String,
+    /// The cause.
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Keeps a copy of the identity somewhere durable besides its directory: a Kubernetes Secret,
+/// say, when the directory is an `emptyDir`. The agent restores from it before anything else,
+/// keeps its key there before it calls `Join` (so that a restarted agent retries with the same
+/// key and gets the same identity), and keeps the identity after joining and after each renewal.
+pub trait IdentityKeeper: Send + Sync + 'static {
+    /// Replaces `files` with the kept copy, if there is one (only the parts kept).
+    fn restore<'a>(&'a self, files: &'a TlsFiles) -> futures::future::BoxFuture<'a, Result<(), KeepError>>;
+    /// Keeps `files` as they are now (the ones that exist).
+    fn keep<'a>(&'a self, files: &'a TlsFiles) -> futures::future::BoxFuture<'a, Result<(), KeepError>>;
 }
 
 /// Where the identity lives.
@@ -63,7 +88,7 @@ pub fn files(dir: &Path) -> TlsFiles {
     TlsFiles { cert: dir.join("cert.pem"), key: dir.join("key.pem"), ca: dir.join("ca.pem") }
 }
 
-fn write(path: &Path, contents: &str, private: bool) -> Result<(), JoinError> {
+pub(crate) fn write(path: &Path, contents: &str, private: bool) -> Result<(), JoinError> {
     let io = |source| JoinError::Io { path: path.to_owned(), source };
     let mode = if private { 0o600 } else { 0o644 };
     let tmp = path.with_extension("tmp");
@@ -73,8 +98,8 @@ fn write(path: &Path, contents: &str, private: bool) -> Result<(), JoinError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// The identity in `dir`, joining first (with `token`, trusting `ca_file` for the gateway) when
-/// there is none yet. Returns the files and the cluster id.
+/// The identity in `dir` (restored first from `keeper`, if any), joining first (with `token`,
+/// trusting `ca_file` for the gateway) when there is none yet. Returns the files.
 ///
 /// # Errors
 /// [`JoinError`].
@@ -85,8 +110,13 @@ pub async fn ensure(
     token: Option<&str>,
     cluster_id: Option<&str>,
     ca_file: Option<&Path>,
+    keeper: Option<&dyn IdentityKeeper>,
 ) -> Result<TlsFiles, JoinError> {
     let f = files(dir);
+    if let Some(k) = keeper {
+        std::fs::create_dir_all(dir).map_err(|source| JoinError::Io { path: dir.to_owned(), source })?;
+        k.restore(&f).await?;
+    }
     if f.cert.exists() && f.key.exists() && f.ca.exists() {
         return Ok(f);
     }
@@ -101,6 +131,9 @@ pub async fn ensure(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = rcgen::KeyPair::generate().map_err(JoinError::Keygen)?;
             write(&f.key, &key.serialize_pem(), true)?;
+            if let Some(k) = keeper {
+                k.keep(&f).await?;
+            }
             key
         }
         Err(source) => return Err(JoinError::Io { path: f.key.clone(), source }),
@@ -122,6 +155,9 @@ pub async fn ensure(
         .into_inner();
     write(&f.ca, &resp.ca_pem, false)?;
     write(&f.cert, &resp.certificate_chain_pem, false)?;
+    if let Some(k) = keeper {
+        k.keep(&f).await?;
+    }
     tracing::info!(cluster = %resp.cluster_id, "joined the gateway");
     Ok(f)
 }
@@ -208,11 +244,13 @@ pub async fn renew(dir: &Path, channel: tonic::transport::Channel) -> Result<(Sy
 /// Keeps the identity in `dir` renewed: at [`renew_at`] of the current certificate, then of
 /// each new one; failures are retried with backoff (1 s doubling to 5 min) until the
 /// certificate expires, and after (the agent then needs a new `Join`). `reload` is notified
-/// after each renewal; `expiry` is told each certificate's end. Runs until dropped.
+/// after each renewal, and `keeper` (if any) keeps the new identity; `on_event` is told each
+/// certificate's end and each renewal. Runs until dropped.
 pub async fn keep_renewed(
     dir: PathBuf,
     channel: tonic::transport::Channel,
     reload: Arc<tokio::sync::Notify>,
+    keeper: Option<Arc<dyn IdentityKeeper>>,
     on_event: impl Fn(RenewEvent) + Send + Sync + 'static,
 ) {
     let f = files(&dir);
@@ -238,6 +276,12 @@ pub async fn keep_renewed(
                     "agent certificate renewed"
                 );
                 reload.notify_one();
+                if let Some(k) = &keeper
+                    && let Err(e) = k.keep(&f).await
+                {
+                    // the kept copy is still valid: a restart restores it and renews again
+                    tracing::warn!(error = %opni_metrics_core::error_chain(&e), "cannot keep the renewed identity");
+                }
                 on_event(RenewEvent::Renewed);
             }
             Err(e) => {
@@ -263,4 +307,85 @@ pub enum RenewEvent {
     Renewed,
     /// A renewal failed (it is retried).
     Failed,
+}
+
+/// An [`IdentityKeeper`] that keeps the identity in a Kubernetes Secret (type `Opaque`, keys
+/// `tls.key`, `tls.crt`, `ca.crt`), applied server-side as `opni-metrics-agent`.
+#[cfg(feature = "kubernetes")]
+#[derive(Clone)]
+pub struct SecretKeeper {
+    client: kube::Client,
+    namespace: String,
+    name: String,
+}
+
+#[cfg(feature = "kubernetes")]
+impl std::fmt::Debug for SecretKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretKeeper({}/{})", self.namespace, self.name)
+    }
+}
+
+#[cfg(feature = "kubernetes")]
+impl SecretKeeper {
+    /// Keeps the identity in Secret `namespace/name`.
+    pub fn new(client: kube::Client, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self { client, namespace: namespace.into(), name: name.into() }
+    }
+
+    fn error(&self, source: impl std::error::Error + Send + Sync + 'static) -> KeepError {
+        KeepError { place: format!("Secret {}/{}", self.namespace, self.name), source: Box::new(source) }
+    }
+
+    fn slots(files: &TlsFiles) -> [(&'static str, &Path, bool); 3] {
+        [("tls.key", &files.key, true), ("tls.crt", &files.cert, false), ("ca.crt", &files.ca, false)]
+    }
+}
+
+#[cfg(feature = "kubernetes")]
+impl IdentityKeeper for SecretKeeper {
+    fn restore<'a>(&'a self, files: &'a TlsFiles) -> futures::future::BoxFuture<'a, Result<(), KeepError>> {
+        Box::pin(async move {
+            let Some(data) = opni_metrics_kube::secret::read(&self.client, &self.namespace, &self.name)
+                .await
+                .map_err(|e| self.error(e))?
+            else {
+                return Ok(());
+            };
+            // the Secret is the truth: its parts replace the files, and files it lacks go
+            for (key, path, private) in Self::slots(files) {
+                match data.get(key) {
+                    Some(v) => {
+                        let text = String::from_utf8(v.clone()).map_err(|e| self.error(e))?;
+                        write(path, &text, private).map_err(|e| self.error(e))?;
+                    }
+                    None => match std::fs::remove_file(path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(self.error(e)),
+                    },
+                }
+            }
+            tracing::info!(secret = %self.name, parts = data.len(), "agent identity restored from its Secret");
+            Ok(())
+        })
+    }
+
+    fn keep<'a>(&'a self, files: &'a TlsFiles) -> futures::future::BoxFuture<'a, Result<(), KeepError>> {
+        Box::pin(async move {
+            let mut data = std::collections::BTreeMap::new();
+            for (key, path, _) in Self::slots(files) {
+                match std::fs::read(path) {
+                    Ok(v) => {
+                        data.insert(key.to_owned(), v);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(self.error(e)),
+                }
+            }
+            opni_metrics_kube::secret::apply(&self.client, &self.namespace, &self.name, data, "opni-metrics-agent")
+                .await
+                .map_err(|e| self.error(e))
+        })
+    }
 }

@@ -272,6 +272,16 @@ pub async fn start_gateway(plan: config::gateway::GatewayPlan) -> Result<opni_me
 pub async fn start_agent(plan: config::agent::AgentPlan) -> Result<opni_metrics_agent::Agent, Refusal> {
     use config::agent::DriverKind;
     let mut builder = opni_metrics_agent::Agent::builder(plan.settings);
+    if let Some(name) = &plan.identity_secret {
+        let k = &plan.driver.kubernetes;
+        let client = opni_metrics_kube::client::client(k.kubeconfig.as_deref())
+            .await
+            .map_err(failure("bootstrap.identitySecret"))?;
+        let namespace = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+        builder = builder.identity_keeper(std::sync::Arc::new(opni_metrics_agent::identity::SecretKeeper::new(
+            client, namespace, name,
+        )));
+    }
     match plan.driver.kind {
         DriverKind::None => {}
         DriverKind::Process => {

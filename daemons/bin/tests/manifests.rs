@@ -158,6 +158,16 @@ fn the_agent_manifests_hold_together() {
         .any(|m| m["name"] == ca_volume["name"] && ca_file.starts_with(m["mountPath"].as_str().unwrap()));
     assert!(mounted, "{} is not where the CA is mounted", ca_file.display());
 
+    // the joined identity survives the emptyDir in a Secret the agent may write
+    let plan = config.validate().unwrap();
+    assert_eq!(plan.identity_secret.as_deref(), Some("opni-metrics-agent-identity"));
+    let role = find(&objs, "Role", "opni-metrics-agent");
+    let may_write_secrets = role["rules"].as_array().unwrap().iter().any(|r| {
+        let has = |k: &str, v: &str| r[k].as_array().is_some_and(|a| a.iter().any(|x| x == v));
+        has("resources", "secrets") && has("verbs", "get") && has("verbs", "patch") && has("verbs", "create")
+    });
+    assert!(may_write_secrets, "{role}");
+
     let np = find(&objs, "NetworkPolicy", "opni-metrics-agent");
     assert!(selects(&np["spec"]["podSelector"]["matchLabels"], labels));
     let sm = find(&objs, "ServiceMonitor", "opni-metrics-agent");

@@ -78,6 +78,11 @@ pub struct BootstrapConfig {
     pub cluster_id: Option<String>,
     /// CA that signs the gateway's certificate (the gateway's `pki/ca.pem`).
     pub ca_file: Option<PathBuf>,
+    /// On Kubernetes: a Secret (in `driver.kubernetes.namespace`, else the pod's own) that keeps
+    /// the joined identity, so that it survives the loss of `dataDir` (an `emptyDir`): restored
+    /// at start, written before `Join` (the key) and after it, and after each renewal. Uses
+    /// `driver.kubernetes.kubeconfig` whatever the driver.
+    pub identity_secret: Option<String>,
 }
 
 /// Which node driver runs Prometheus.
@@ -254,6 +259,8 @@ pub struct AgentPlan {
     pub settings: AgentSettings,
     /// The node driver section.
     pub driver: DriverConfig,
+    /// `bootstrap.identitySecret`, when the identity is joined (not from files).
+    pub identity_secret: Option<String>,
 }
 
 /// A validated `gateway` section.
@@ -376,7 +383,22 @@ impl AgentConfig {
         a.rules.resync_interval = positive("rules.resyncInterval", self.rules.resync_interval)?;
         // the value checks live in the library, for the daemon and embedders alike
         a.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
-        Ok(AgentPlan { settings: a, driver: self.driver.clone() })
+        let identity_secret = match (&a.identity, &self.bootstrap.identity_secret) {
+            (opni_metrics_agent::IdentitySource::Join(_), Some(name)) => {
+                if name.is_empty()
+                    || name.len() > 253
+                    || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+                {
+                    return Err(ConfigError::invalid(
+                        "bootstrap.identitySecret",
+                        "must be a Kubernetes object name (lowercase letters, digits, '-', '.')",
+                    ));
+                }
+                Some(name.clone())
+            }
+            _ => None,
+        };
+        Ok(AgentPlan { settings: a, driver: self.driver.clone(), identity_secret })
     }
 }
 
