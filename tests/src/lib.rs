@@ -26,12 +26,14 @@
 
 pub mod cortex;
 pub mod disk;
+pub mod etcd;
 pub mod http;
 pub mod kube_fake;
 pub mod oidc;
 pub mod pki;
 pub mod procstat;
 pub mod prometheus;
+pub mod proxy;
 pub mod registry;
 pub mod rw;
 pub mod sim;

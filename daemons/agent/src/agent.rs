@@ -199,9 +199,7 @@ impl AgentBuilder {
                         &s.data_dir.join("identity"),
                         &s.gateway_address,
                         &s.gateway_server_name,
-                        j.token.as_deref(),
-                        j.cluster_id.as_deref(),
-                        j.ca_file.as_deref(),
+                        j,
                         self.keeper.as_deref(),
                     )
                     .await?,

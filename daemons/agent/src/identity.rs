@@ -33,7 +33,9 @@ pub enum JoinError {
         source: std::io::Error,
     },
     /// Nothing to join with.
-    #[error("no certificate in {dir} and no bootstrap token to get one: set bootstrap.token and bootstrap.caFile")]
+    #[error(
+        "no certificate in {dir} and no bootstrap token to get one: set bootstrap.token, and bootstrap.caFile or bootstrap.caPin"
+    )]
     NoToken {
         /// The identity directory.
         dir: PathBuf,
@@ -98,8 +100,9 @@ pub(crate) fn write(path: &Path, contents: &str, private: bool) -> Result<(), Jo
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// The identity in `dir` (restored first from `keeper`, if any), joining first (with `token`,
-/// trusting `ca_file` for the gateway) when there is none yet. Returns the files.
+/// The identity in `dir` (restored first from `keeper`, if any), joining first with `join`'s
+/// token (verifying the gateway with its CA file, or the CA its chain carries if it matches
+/// the pin) when there is none yet. Returns the files.
 ///
 /// # Errors
 /// [`JoinError`].
@@ -107,11 +110,10 @@ pub async fn ensure(
     dir: &Path,
     gateway: &str,
     server_name: &str,
-    token: Option<&str>,
-    cluster_id: Option<&str>,
-    ca_file: Option<&Path>,
+    join: &crate::settings::JoinSettings,
     keeper: Option<&dyn IdentityKeeper>,
 ) -> Result<TlsFiles, JoinError> {
+    let (token, cluster_id) = (join.token.as_deref(), join.cluster_id.as_deref());
     let f = files(dir);
     if let Some(k) = keeper {
         std::fs::create_dir_all(dir).map_err(|source| JoinError::Io { path: dir.to_owned(), source })?;
@@ -120,8 +122,13 @@ pub async fn ensure(
     if f.cert.exists() && f.key.exists() && f.ca.exists() {
         return Ok(f);
     }
-    let (Some(token), Some(ca_file)) = (token, ca_file) else {
+    let Some(token) = token else {
         return Err(JoinError::NoToken { dir: dir.to_owned() });
+    };
+    let cfg = match (&join.ca_file, &join.ca_pin) {
+        (Some(file), _) => opni_metrics_transport::tls::anonymous_client_config(file)?,
+        (None, Some(pin)) => opni_metrics_transport::tls::pinned_client_config(pin)?,
+        (None, None) => return Err(JoinError::NoToken { dir: dir.to_owned() }),
     };
     std::fs::create_dir_all(dir).map_err(|source| JoinError::Io { path: dir.to_owned(), source })?;
     // the key first, kept: a retried join (lost answer, restart) asks with the same key and
@@ -140,7 +147,6 @@ pub async fn ensure(
     };
     let csr = csr(&key)?;
 
-    let cfg = opni_metrics_transport::tls::anonymous_client_config(ca_file)?;
     let (_keep, rx) = watch::channel(Arc::new(cfg));
     let channel = tls_channel(gateway, server_name, rx, &ChannelOptions::default())
         .map_err(|e| JoinError::Refused(e.to_string()))?;
@@ -153,6 +159,12 @@ pub async fn ensure(
         .await
         .map_err(|s| JoinError::Refused(format!("{:?}: {}", s.code(), s.message())))?
         .into_inner();
+    if let Some(pin) = &join.ca_pin
+        && join.ca_file.is_none()
+        && opni_metrics_transport::tls::ca_pin_of_pem(&resp.ca_pem).as_deref() != Some(pin.as_str())
+    {
+        return Err(JoinError::Refused("the CA certificate the gateway sent does not match bootstrap.caPin".into()));
+    }
     write(&f.ca, &resp.ca_pem, false)?;
     write(&f.cert, &resp.certificate_chain_pem, false)?;
     if let Some(k) = keeper {

@@ -31,6 +31,9 @@ pub struct JoinSettings {
     pub cluster_id: Option<String>,
     /// CA that signs the gateway's certificate.
     pub ca_file: Option<PathBuf>,
+    /// Instead of `ca_file`: the pin (`sha256:<hex>` of its public key, as `opni-metrics tokens
+    /// create` prints) of the CA the gateway sends in its own chain.
+    pub ca_pin: Option<String>,
 }
 
 /// Everything an [`Agent`](crate::Agent) needs besides its node driver.

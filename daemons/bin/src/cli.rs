@@ -123,7 +123,7 @@ async fn tokens(mut c: BootstrapClient<Authed>, cmd: Tokens, out: Output) -> Res
             match out {
                 Output::Json | Output::Yaml => print_as(
                     out,
-                    &serde_json::json!({"id": t.id, "token": t.token, "expiresAt": ts(t.expires_at), "maxUses": t.max_uses}),
+                    &serde_json::json!({"id": t.id, "token": t.token, "expiresAt": ts(t.expires_at), "maxUses": t.max_uses, "caPin": t.ca_pin}),
                 ),
                 Output::Table => {
                     println!("{}", t.token);
@@ -132,6 +132,9 @@ async fn tokens(mut c: BootstrapClient<Authed>, cmd: Tokens, out: Output) -> Res
                         t.id,
                         if t.max_uses == 0 { "unlimited".into() } else { t.max_uses.to_string() }
                     );
+                    if !t.ca_pin.is_empty() {
+                        eprintln!("agents can verify the gateway with bootstrap.caPin: {}", t.ca_pin);
+                    }
                     Ok(())
                 }
             }

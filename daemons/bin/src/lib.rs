@@ -16,6 +16,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
@@ -238,14 +239,46 @@ pub fn search_path() -> Vec<std::path::PathBuf> {
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default()
 }
 
+/// The lease time to live of the etcd election and presence session.
+fn es_ttl(configured: Option<std::time::Duration>) -> std::time::Duration {
+    configured.unwrap_or(std::time::Duration::from_secs(15))
+}
+
 /// Builds a gateway from a validated plan: opens the store, builds the Kubernetes client when
 /// configured, and serves on the configured listeners.
 ///
 /// # Errors
 /// A [`Refusal`]: exit 1 for a store that cannot be opened or a port in use.
 pub async fn start_gateway(plan: config::gateway::GatewayPlan) -> Result<opni_metrics_gateway::Gateway, Refusal> {
-    let store = plan.store.build().map_err(failure("cannot open the store"))?;
-    let mut builder = opni_metrics_gateway::Gateway::builder(plan.settings).store(store);
+    let mut builder = opni_metrics_gateway::Gateway::builder(plan.settings);
+    match &plan.store {
+        // replicas on one etcd elect the one that runs the uninstall tasks
+        opni_metrics_store::StoreConfig::Etcd(cfg) => {
+            let etcd =
+                Arc::new(opni_metrics_store::etcd::EtcdStore::new(cfg).map_err(failure("cannot open the store"))?);
+            let replica = format!("{}-{}", host_name(), std::process::id());
+            let mut es = opni_metrics_store::etcd::ElectionSettings::new("gateway", replica.clone());
+            if let Some(ttl) = plan.election_ttl {
+                es.ttl = ttl;
+                es.margin = (ttl / 5).max(std::time::Duration::from_secs(1));
+            }
+            let election =
+                opni_metrics_store::etcd::Election::new(Arc::clone(&etcd), es).map_err(failure("store.etcd"))?;
+            let leading = election.leading();
+            // which replica holds each agent's stream, in keys that go with the replica's lease
+            let session = opni_metrics_store::etcd::Session::new(Arc::clone(&etcd), es_ttl(plan.election_ttl));
+            let presence = opni_metrics_gateway::sync::SessionPresence::new(
+                Arc::clone(&session),
+                Arc::clone(&etcd) as Arc<dyn opni_metrics_core::store::Store>,
+                replica,
+            );
+            builder = builder
+                .store(etcd)
+                .leader_election(leading, Box::new(move |stop| Box::pin(election.run(stop))))
+                .presence(Arc::new(presence), Box::new(move |stop| Box::pin(session.run(stop))));
+        }
+        _ => builder = builder.store(plan.store.build().map_err(failure("cannot open the store"))?),
+    }
     if let Some(k) = plan.kubernetes {
         let client = opni_metrics_kube::client::client(k.kubeconfig.as_deref()).await.map_err(failure("kubernetes"))?;
         let namespace = k.namespace.unwrap_or_else(|| client.default_namespace().to_owned());

@@ -153,3 +153,47 @@ async fn a_retried_join_gets_the_same_identity() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     gw.shutdown().await;
 }
+
+/// An agent given only the CA's pin (as `tokens create` prints it), not the CA file, verifies
+/// the gateway by the CA in the gateway's own chain; a wrong pin refuses the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_joins_with_the_ca_pin_alone() {
+    let certs = common::certs();
+    let upstream = Upstream::start(Behaviour::status(204)).await;
+    let mut gc = common::gateway_config(&certs, &upstream.url());
+    gc.grpc.tls = None;
+    let gw = common::start_gateway(gc.validate().unwrap().settings, Arc::new(MemoryStore::default())).await;
+    let Clients { mut admin, .. } = clients(&gw).await;
+    let token = admin
+        .create_token(CreateTokenRequest { ttl: None, max_uses: 1, labels: Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    let ca = std::fs::read_to_string(&gw.ca_path).unwrap();
+    assert_eq!(Some(token.ca_pin.clone()), opni_metrics_transport::tls::ca_pin_of_pem(&ca));
+    assert!(token.ca_pin.starts_with("sha256:") && token.ca_pin.len() == 7 + 64, "{}", token.ca_pin);
+
+    let config = |pin: &str, dir: &str| {
+        let mut ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
+        ac.gateway.tls = None;
+        ac.data_dir = certs.dir.path().join(dir);
+        ac.bootstrap.token = Some(token.token.clone());
+        ac.bootstrap.cluster_id = Some("pinned".into());
+        ac.bootstrap.ca_pin = Some(pin.to_owned());
+        ac
+    };
+    // a pin of another key: the gateway is not trusted, nothing is joined
+    let other = format!("sha256:{}", "ab".repeat(32));
+    let e = opni_metrics_daemons::start_agent(config(&other, "wrong").validate().unwrap()).await.unwrap_err();
+    let msg = format!("{e:?}");
+    assert!(msg.contains("pin"), "{msg}");
+    // a malformed pin is a config error naming the field
+    let e = config("md5:abc", "bad").validate().unwrap_err();
+    assert!(e.to_string().contains("bootstrap.caPin"), "{e}");
+    // the right pin
+    let agent = common::start_agent(&config(&token.ca_pin, "right")).await;
+    let written = std::fs::read_to_string(certs.dir.path().join("right/identity/ca.pem")).unwrap();
+    assert_eq!(written.trim(), ca.trim(), "the CA the gateway sent is kept");
+    agent.shutdown().await;
+    gw.shutdown().await;
+}

@@ -95,6 +95,21 @@ fn the_gateway_manifests_hold_together() {
         "the serving certificate names the Service"
     );
 
+    // etcd over TLS, its client files mounted from a Secret where the config reads them
+    let Some(opni_metrics_store::StoreConfig::Etcd(etcd)) = &config.store else {
+        panic!("the shipped gateway uses etcd")
+    };
+    assert!(etcd.endpoints.iter().all(|e| e.starts_with("https://")), "{:?}", etcd.endpoints);
+    let tls = etcd.tls.as_ref().expect("etcd TLS");
+    for file in [&tls.ca, &tls.cert, &tls.key] {
+        let file = file.as_ref().expect("ca, cert and key");
+        let mounted = pod["containers"][0]["volumeMounts"].as_array().unwrap().iter().any(|m| {
+            file.starts_with(m["mountPath"].as_str().unwrap())
+                && pod["volumes"].as_array().unwrap().iter().any(|v| v["name"] == m["name"] && v["secret"].is_object())
+        });
+        assert!(mounted, "{} is not in a mounted Secret", file.display());
+    }
+
     // PDB, NetworkPolicy and Service select the gateway's pods and name its ports
     let labels = &deploy["spec"]["template"]["metadata"]["labels"];
     let pdb = find(&objs, "PodDisruptionBudget", "opni-metrics-gateway");

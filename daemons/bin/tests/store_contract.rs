@@ -3,7 +3,6 @@
 //! store's persistence across reopen, etcd's compaction and key prefixes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,81 +67,24 @@ async fn embedded_store_survives_reopen() {
     assert!(matches!(&e, WatchEvent::Put(kv) if kv.key == "p/a" && kv.value == b("3") && kv.revision == r_next));
 }
 
-/// A real single-member etcd on free loopback ports with its own data directory, killed on drop.
-struct Etcd {
-    child: Child,
-    client_url: String,
-    dir: tempfile::TempDir,
-}
+/// The real etcd of the tests, with this file's store helpers.
+struct Etcd(opni_metrics_tests::etcd::Etcd);
 
 impl Etcd {
     async fn start() -> Self {
-        let bin = std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .map(|d| d.join("etcd"))
-            .find(|p| p.is_file())
-            .expect("etcd is not installed; install it with: apt-get install -y etcd-server");
-        let dir = tempfile::tempdir().unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("--name=test")
-            .arg(format!("--data-dir={}", dir.path().join("data").display()))
-            .arg(format!("--listen-client-urls={client_url}"))
-            .arg(format!("--advertise-client-urls={client_url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=test={peer_url}"))
-            .arg("--initial-cluster-state=new")
-            // values up to the store's 1.5 MiB limit plus the request around them
-            .arg("--max-request-bytes=2097152")
-            .arg("--logger=zap")
-            .arg("--log-level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn etcd");
-        let mut etcd = Self { child, client_url, dir };
-        // ready = a linearizable read answers (needs a leader)
-        let store = etcd.store("/ready-probe/");
-        let ready =
-            eventually(Duration::from_secs(30), "etcd answers", || {
-                let store = Arc::clone(&store);
-                async move {
-                    store.list("").await.map(|_| ()).map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
-                }
-            })
-            .await;
-        if let Err(e) = ready {
-            let exited = etcd.child.try_wait().ok().flatten();
-            panic!("{e}; etcd exit status {exited:?}; log:\n{}", etcd.log_tail());
-        }
-        etcd
+        Self(opni_metrics_tests::etcd::Etcd::start().await)
     }
 
     fn config(&self, prefix: &str) -> EtcdConfig {
-        EtcdConfig { endpoints: vec![self.client_url.clone()], prefix: prefix.to_owned(), tls: None }
+        EtcdConfig { endpoints: vec![self.0.client_url().to_owned()], prefix: prefix.to_owned(), tls: None }
     }
 
     fn store(&self, prefix: &str) -> Arc<EtcdStore> {
         Arc::new(EtcdStore::new(&self.config(prefix)).unwrap())
     }
 
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default();
-        let lines: Vec<_> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn client_url(&self) -> &str {
+        self.0.client_url()
     }
 }
 
@@ -235,7 +177,7 @@ async fn etcd_unreachable_is_unavailable() {
 async fn etcd_fails_over_to_a_live_endpoint() {
     let etcd = Etcd::start().await;
     let dead = format!("127.0.0.1:{}", free_port());
-    let cfg = EtcdConfig { endpoints: vec![dead, etcd.client_url.clone()], ..etcd.config("/opni-metrics/") };
+    let cfg = EtcdConfig { endpoints: vec![dead, etcd.client_url().to_owned()], ..etcd.config("/opni-metrics/") };
 
     // reads are retried on the next endpoint at once
     let store = EtcdStore::new(&cfg).unwrap();
@@ -247,4 +189,88 @@ async fn etcd_fails_over_to_a_live_endpoint() {
     assert!(matches!(store.put("k", b("2"), Precondition::None).await, Err(StoreError::Unavailable(_))));
     store.put("k", b("2"), Precondition::None).await.unwrap();
     assert_eq!(store.get("k").await.unwrap().unwrap().value, b("2"));
+}
+
+/// Records when an election's leadership changed, as seen by a watcher.
+fn record(mut rx: tokio::sync::watch::Receiver<bool>) -> Arc<std::sync::Mutex<Vec<(bool, tokio::time::Instant)>>> {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = Arc::clone(&log);
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let v = *rx.borrow_and_update();
+            l.lock().unwrap().push((v, tokio::time::Instant::now()));
+        }
+    });
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_elects_one_leader_hands_over_on_stop_and_a_partitioned_leader_stops_first() {
+    use opni_metrics_store::etcd::{Election, ElectionSettings};
+    let etcd = Etcd::start().await;
+    // candidate "a" reaches etcd through a proxy that can be cut; "b" directly
+    let target: std::net::SocketAddr = etcd.client_url().trim_start_matches("http://").parse().unwrap();
+    let proxy = opni_metrics_tests::proxy::Proxy::start(target).await;
+    let via_proxy =
+        EtcdConfig { endpoints: vec![format!("http://{}", proxy.addr())], prefix: "/election-test/".into(), tls: None };
+    let settings = |id: &str| {
+        let mut s = ElectionSettings::new("uninstall", id);
+        s.ttl = Duration::from_secs(3);
+        s.margin = Duration::from_secs(1);
+        s
+    };
+    let a = Election::new(Arc::new(EtcdStore::new(&via_proxy).unwrap()), settings("a")).unwrap();
+    let (a_leads, a_log) = (a.leading(), record(a.leading()));
+    let (stop_a, a_stopped) = tokio::sync::oneshot::channel::<()>();
+    let a_task = tokio::spawn(a.run(async move {
+        let _ = a_stopped.await;
+    }));
+    eventually(Duration::from_secs(30), "a leads", || async {
+        if *a_leads.borrow() { Ok(()) } else { Err("not yet".to_owned()) }
+    })
+    .await
+    .unwrap();
+    let b = Election::new(etcd.store("/election-test/"), settings("b")).unwrap();
+    let (b_leads, b_log) = (b.leading(), record(b.leading()));
+    let (stop_b, b_stopped) = tokio::sync::oneshot::channel::<()>();
+    let b_task = tokio::spawn(b.run(async move {
+        let _ = b_stopped.await;
+    }));
+    // one leader: b waits while a renews (several lease lifetimes of renewals)
+    let key = etcd.store("/election-test/").get("elections/uninstall").await.unwrap().unwrap();
+    assert_eq!(key.value, Bytes::from_static(b"a"));
+    let renewed = tokio::time::Instant::now() + Duration::from_secs(7);
+    while tokio::time::Instant::now() < renewed {
+        assert!(*a_leads.borrow() && !*b_leads.borrow(), "exactly one leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // a is cut off from etcd: it stops leading before b starts
+    proxy.block(true);
+    eventually(Duration::from_secs(30), "b leads", || async {
+        if *b_leads.borrow() { Ok(()) } else { Err("not yet".to_owned()) }
+    })
+    .await
+    .unwrap();
+    let a_stopped_at = a_log.lock().unwrap().iter().find(|(v, _)| !v).map(|(_, t)| *t).expect("a stepped down");
+    let b_started_at = b_log.lock().unwrap().iter().find(|(v, _)| *v).map(|(_, t)| *t).unwrap();
+    assert!(a_stopped_at < b_started_at, "a stopped {:?} before b started", b_started_at - a_stopped_at);
+    eprintln!("partition: a stopped leading {:?} before b started", b_started_at - a_stopped_at);
+
+    // the route comes back: a campaigns again and waits; b stops (revoking): a takes over at once
+    proxy.block(false);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!*a_leads.borrow(), "a waits while b leads");
+    let handover = tokio::time::Instant::now();
+    let _ = stop_b.send(());
+    b_task.await.unwrap();
+    eventually(Duration::from_secs(30), "a leads again", || async {
+        if *a_leads.borrow() { Ok(()) } else { Err("not yet".to_owned()) }
+    })
+    .await
+    .unwrap();
+    eprintln!("handover after a stop: {:?}", handover.elapsed());
+    let _ = stop_a.send(());
+    a_task.await.unwrap();
+    assert!(!*a_leads.borrow());
 }

@@ -196,6 +196,7 @@ impl BootstrapService {
             max_uses: t.max_uses,
             uses: t.uses,
             labels: t.labels.clone().into_iter().collect(),
+            ca_pin: String::new(),
         }
     }
 
@@ -300,7 +301,9 @@ impl Bootstrap for BootstrapService {
             labels,
         };
         self.state.create_token(&t).await.map_err(status)?;
-        Ok(Response::new(Self::to_wire(&t, Some(&secret))))
+        let mut wire = Self::to_wire(&t, Some(&secret));
+        wire.ca_pin = opni_metrics_transport::tls::ca_pin_of_pem(self.ca.cert_pem()).unwrap_or_default();
+        Ok(Response::new(wire))
     }
 
     async fn list_tokens(&self, _: Request<()>) -> Result<Response<TokenList>, Status> {

@@ -93,12 +93,14 @@ impl Capability for CapabilityService {
         let id = Self::id("cluster", &request.into_inner().cluster)?;
         self.state.known_cluster(&id).await.map_err(status)?;
         let desired = self.state.desired(&id).await.map_err(status)?;
-        let (reported, at) = match self.statuses.get(&id) {
-            Some((s, at)) => (Some(s), Some(at)),
-            None => match self.state.status(&id).await.map_err(status)? {
-                Some(s) => (Some(s.status), Some(s.reported_at)),
-                None => (None, None),
-            },
+        // the newer of this replica's last report and the store's (written by whichever replica
+        // the agent syncs with), so every replica answers alike
+        let stored = self.state.status(&id).await.map_err(status)?;
+        let (reported, at) = match (self.statuses.get(&id), stored) {
+            (Some((_, at)), Some(st)) if st.reported_at > at => (Some(st.status), Some(st.reported_at)),
+            (Some((s, at)), _) => (Some(s), Some(at)),
+            (None, Some(st)) => (Some(st.status), Some(st.reported_at)),
+            (None, None) => (None, None),
         };
         let mut reported = reported.unwrap_or_default();
         let rule_status = self.state.rule_status(&id).await.map_err(status)?;
@@ -140,13 +142,19 @@ impl Capability for CapabilityService {
         let (cluster, _) = self.state.known_cluster(&id).await.map_err(status)?;
         match cluster.capability(&CapabilityName::metrics()) {
             None => return Err(Status::not_found(format!("the metrics capability is not installed on cluster {id}"))),
-            Some(e) if e.is_uninstalling() || self.uninstaller.is_running(&id) => {
+            Some(e) if e.is_uninstalling() => {
                 return Err(Status::failed_precondition(format!("cluster {id} is already being uninstalled")));
             }
             Some(_) => {}
         }
         let task = UninstallTask::new(id, CapabilityName::metrics(), options, now());
-        self.uninstaller.start(task).await.map_err(status)?;
+        match self.uninstaller.start(task).await {
+            Ok(()) => {}
+            Err(crate::uninstall::StartError::Running(id)) => {
+                return Err(Status::failed_precondition(format!("cluster {id} is already being uninstalled")));
+            }
+            Err(crate::uninstall::StartError::State(e)) => return Err(status(e)),
+        }
         Ok(Response::new(()))
     }
 
@@ -160,7 +168,7 @@ impl Capability for CapabilityService {
 
     async fn cancel_uninstall(&self, request: Request<CancelUninstallRequest>) -> Result<Response<()>, Status> {
         let id = Self::id("cluster", &request.into_inner().cluster)?;
-        match self.uninstaller.cancel(&id).await {
+        match self.uninstaller.cancel(&id).await.map_err(status)? {
             Some(Ok(())) => Ok(Response::new(())),
             Some(Err(e)) => Err(e.into_status()),
             None => Err(Status::failed_precondition(format!("no uninstall of cluster {id} is running"))),

@@ -109,7 +109,7 @@ pub enum StartError {
 }
 
 mod builder;
-pub use builder::GatewayBuilder;
+pub use builder::{Campaign, GatewayBuilder};
 
 /// The listeners of [`Gateway::serve`].
 #[derive(Debug)]

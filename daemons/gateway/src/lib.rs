@@ -70,7 +70,7 @@ pub mod sync;
 mod uninstall;
 mod upstream;
 
-pub use gateway::{Addresses, Gateway, GatewayBuilder, Listeners, StartError};
+pub use gateway::{Addresses, Campaign, Gateway, GatewayBuilder, Listeners, StartError};
 pub use settings::{GatewaySettings, Listen, UpstreamSettings};
 
 /// The stores of `opni-metrics-store` (features `redb`, `etcd`).

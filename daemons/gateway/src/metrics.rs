@@ -40,6 +40,8 @@ pub struct GatewayMetrics {
     /// Pushes refused by the in-flight budgets, by which (global_bytes, tenant_bytes,
     /// tenant_requests).
     pub budget_refusals: Family<Labels, Counter>,
+    /// 1 while this replica leads (runs the uninstall tasks), else 0.
+    pub leader: Gauge,
 }
 
 fn query_histogram() -> Histogram {
@@ -76,6 +78,7 @@ impl GatewayMetrics {
             rule_sync_last: Family::default(),
             rule_syncs: Family::default(),
             budget_in_flight_bytes: Gauge::default(),
+            leader: Gauge::default(),
             budget_refusals: Family::default(),
         };
         r.register(
@@ -105,6 +108,7 @@ impl GatewayMetrics {
             m.budget_in_flight_bytes.clone(),
         );
         r.register("remote_write_budget_refusals", "Pushes refused by an in-flight budget", m.budget_refusals.clone());
+        r.register("leader", "1 while this replica leads (runs the uninstall tasks)", m.leader.clone());
         Arc::new(m)
     }
 

@@ -358,13 +358,26 @@ impl State {
         Ok(self.list::<UninstallTask>(TASKS).await?.into_iter().map(|(_, t)| t).collect())
     }
 
-    /// Persists an uninstall task.
+    /// An uninstall task and the revision of its record.
     ///
     /// # Errors
     /// Store errors.
-    pub async fn put_task(&self, t: &UninstallTask) -> Result<(), StateError> {
-        self.store.put(&format!("{TASKS}{}", t.cluster), encode(t), Precondition::None).await?;
-        Ok(())
+    pub(crate) async fn task_at(&self, id: &ClusterId) -> Result<Option<(UninstallTask, Revision)>, StateError> {
+        Ok(self.get(&format!("{TASKS}{id}")).await?)
+    }
+
+    /// Persists an uninstall task if its record is still at `at` (`Revision::ZERO`: absent);
+    /// returns the new revision, or `None` when someone else wrote it meanwhile.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub(crate) async fn put_task_at(&self, t: &UninstallTask, at: Revision) -> Result<Option<Revision>, StateError> {
+        let pre = if at == Revision::ZERO { Precondition::Absent } else { Precondition::Revision(at) };
+        match self.store.put(&format!("{TASKS}{}", t.cluster), encode(t), pre).await {
+            Ok(r) => Ok(Some(r)),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The last rule sync of a cluster.

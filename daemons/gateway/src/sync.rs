@@ -45,7 +45,7 @@ impl Default for SyncTiming {
 }
 
 mod hub;
-pub use hub::{AgentStream, Hub, os_seed};
+pub use hub::{AgentStream, Hub, Presence, os_seed};
 
 /// Watches the store and notifies exactly the agents a change may affect. Restarts from a fresh
 /// listing (notifying everyone, which is always safe) if the watch fails. Runs in `tasks`.
@@ -200,5 +200,51 @@ impl NodeSync for NodeSyncService {
         }
         tracing::debug!(cluster = %id, "agent connected");
         Ok(Response::new(stream))
+    }
+}
+
+/// [`Presence`] in etcd: `presence/<cluster>/<replica>` keys bound to this replica's lease (an
+/// `opni_metrics_store::etcd::Session`), so a replica that dies takes its records with it.
+#[cfg(feature = "etcd")]
+pub struct SessionPresence {
+    session: Arc<opni_metrics_store::etcd::Session>,
+    store: Arc<dyn opni_metrics_core::store::Store>,
+    replica: String,
+}
+
+#[cfg(feature = "etcd")]
+impl SessionPresence {
+    /// Presence records of replica `replica` (unique among the replicas: a pod name) in
+    /// `session`, read back through `store` (the same etcd).
+    pub fn new(
+        session: Arc<opni_metrics_store::etcd::Session>,
+        store: Arc<dyn opni_metrics_core::store::Store>,
+        replica: impl Into<String>,
+    ) -> Self {
+        Self { session, store, replica: replica.into().replace('/', "_") }
+    }
+}
+
+#[cfg(feature = "etcd")]
+impl Presence for SessionPresence {
+    fn set(&self, cluster: &ClusterId, held: bool) {
+        let key = format!("presence/{cluster}/{}", self.replica);
+        if held {
+            self.session.put(&key, bytes::Bytes::from(self.replica.clone().into_bytes()));
+        } else {
+            self.session.delete(&key);
+        }
+    }
+
+    fn held_anywhere<'a>(&'a self, cluster: &'a ClusterId) -> futures::future::BoxFuture<'a, bool> {
+        Box::pin(async move {
+            match self.store.list(&format!("presence/{cluster}/")).await {
+                Ok(l) => !l.items.is_empty(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read agent presence");
+                    false
+                }
+            }
+        })
     }
 }

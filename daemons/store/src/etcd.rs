@@ -56,6 +56,7 @@ mod pb {
 }
 
 use pb::kv_client::KvClient;
+use pb::lease_client::LeaseClient;
 use pb::watch_client::WatchClient;
 
 /// The key prefix used unless configured otherwise.
@@ -202,6 +203,20 @@ impl EtcdStore {
         let req = pb::CompactionRequest { revision: to_i64(revision), physical: true };
         self.call("compact", false, |ch| async move { kv_client(ch).compact(req).await }).await?;
         Ok(())
+    }
+
+    /// The channel of the current member.
+    fn channel(&self) -> Channel {
+        let i = self.current.load(Ordering::Relaxed) % self.members.len().max(1);
+        self.members
+            .get(i)
+            .map_or_else(|| Endpoint::from_static("http://127.0.0.1:1").connect_lazy(), |m| m.channel.clone())
+    }
+
+    /// The URL of the current member.
+    fn endpoint(&self) -> String {
+        let i = self.current.load(Ordering::Relaxed) % self.members.len().max(1);
+        self.members.get(i).map(|m| m.url.clone()).unwrap_or_default()
     }
 
     /// Runs `f` on the current member; when it is unreachable, moves on to the next one and,
@@ -450,7 +465,11 @@ impl Store for EtcdStore {
                 .call_at("watch", true, |ch| {
                     // The request stream stays open: closing it would ask etcd to end the watch.
                     let requests = stream::once(future::ready(create.clone())).chain(stream::pending());
-                    async move { WatchClient::new(ch).max_decoding_message_size(MAX_RESPONSE).watch(requests).await }
+                    let mut request = tonic::Request::new(requests);
+                    // a member cut off from its cluster's leader ends the watch (etcd's
+                    // require-leader), instead of silently serving no more events
+                    request.metadata_mut().insert("hasleader", tonic::metadata::MetadataValue::from_static("true"));
+                    async move { WatchClient::new(ch).max_decoding_message_size(MAX_RESPONSE).watch(request).await }
                 })
                 .await?;
             let mut watcher = Watcher {
@@ -473,9 +492,13 @@ impl Store for EtcdStore {
 }
 
 mod config;
+mod election;
+mod session;
 mod watcher;
 use config::tls_config;
 pub use config::{EtcdConfig, EtcdError, EtcdTls};
+pub use election::{Election, ElectionSettings};
+pub use session::Session;
 use watcher::Watcher;
 
 #[cfg(test)]

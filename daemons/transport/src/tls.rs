@@ -41,6 +41,9 @@ pub enum TlsError {
     /// The client verifier could not be built (e.g. empty CA bundle).
     #[error("invalid client CA bundle: {0}")]
     Verifier(String),
+    /// A CA pin is not `sha256:` and 64 hex digits.
+    #[error("invalid CA pin {0:?}: expected sha256:<64 hex digits>, as `opni-metrics tokens create` prints")]
+    Pin(String),
 }
 
 /// Why a peer certificate does not name a cluster.
@@ -183,6 +186,106 @@ pub fn anonymous_client_config(ca: &Path) -> Result<ClientConfig, TlsError> {
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_webpki_verifier(verifier)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo; `None` if it does not parse.
+fn spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    ring::digest::digest(&ring::digest::SHA256, c.public_key().raw).as_ref().try_into().ok()
+}
+
+/// The pin of a CA certificate, as kubeadm makes them: `sha256:` and the hex SHA-256 of its
+/// SubjectPublicKeyInfo. `None` if the certificate does not parse.
+pub fn ca_pin(cert: &CertificateDer<'_>) -> Option<String> {
+    spki_sha256(cert).map(|h| format!("sha256:{}", h.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+/// The pin of the first certificate in a PEM text.
+pub fn ca_pin_of_pem(pem: &str) -> Option<String> {
+    let cert = CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
+    ca_pin(&cert)
+}
+
+fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
+    let bad = || TlsError::Pin(pin.to_owned());
+    let hex = pin.strip_prefix("sha256:").ok_or_else(bad)?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Verifies a server against the CA in its own chain whose public key matches a pin.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let anchor = intermediates.iter().find(|c| spki_sha256(c) == Some(self.pin)).ok_or_else(|| {
+            rustls::Error::General("no CA certificate in the gateway's chain matches the pin".to_owned())
+        })?;
+        let mut roots = RootCertStore::empty();
+        roots.add(anchor.clone().into_owned()).map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&self.provider))
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let rest: Vec<CertificateDer<'_>> = intermediates.iter().filter(|c| *c != anchor).cloned().collect();
+        verifier.verify_server_cert(end_entity, &rest, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Like [`anonymous_client_config`], but trusting the CA certificate the server sends in its
+/// own chain if that CA's public key matches `pin` (`sha256:<hex>`, see [`ca_pin`]) — how an
+/// agent joins knowing only the pin, as kubeadm does, instead of being given the CA file. The
+/// server's certificate is then verified against that CA as usual (name, validity, signature).
+///
+/// # Errors
+/// [`TlsError::Pin`] for a malformed pin.
+pub fn pinned_client_config(pin: &str) -> Result<ClientConfig, TlsError> {
+    let verifier = PinnedCa { pin: parse_pin(pin)?, provider: provider() };
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Ok(cfg)

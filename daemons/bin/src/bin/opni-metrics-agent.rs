@@ -52,6 +52,10 @@ struct Args {
     /// CA file that signs the gateway's certificate, for the first join (bootstrap.caFile).
     #[arg(long, env = "OPNI_AGENT_GATEWAY_CA")]
     gateway_ca: Option<PathBuf>,
+    /// Instead of --gateway-ca: the pin of the gateway's CA, `sha256:<hex>` as `opni-metrics
+    /// tokens create` prints it (bootstrap.caPin).
+    #[arg(long, env = "OPNI_AGENT_GATEWAY_CA_PIN", conflicts_with = "gateway_ca")]
+    gateway_ca_pin: Option<String>,
     /// Node driver: process (run prometheus) or none (relay only) (driver.kind).
     #[arg(long, env = "OPNI_AGENT_DRIVER", value_parser = ["process", "none"])]
     driver: Option<String>,
@@ -97,6 +101,9 @@ fn config(args: &Args) -> Result<AgentConfig, opni_metrics_daemons::ConfigError>
     }
     if let Some(v) = &args.gateway_ca {
         c.bootstrap.ca_file = Some(v.clone());
+    }
+    if let Some(v) = &args.gateway_ca_pin {
+        c.bootstrap.ca_pin = Some(v.clone());
     }
     match args.driver.as_deref() {
         Some("none") => c.driver.kind = DriverKind::None,

@@ -78,6 +78,9 @@ pub struct BootstrapConfig {
     pub cluster_id: Option<String>,
     /// CA that signs the gateway's certificate (the gateway's `pki/ca.pem`).
     pub ca_file: Option<PathBuf>,
+    /// Instead of `caFile`: `sha256:<hex>`, the pin of the gateway's CA that `opni-metrics tokens
+    /// create` prints; the agent then trusts the CA the gateway sends if its key matches.
+    pub ca_pin: Option<String>,
     /// On Kubernetes: a Secret (in `driver.kubernetes.namespace`, else the pod's own) that keeps
     /// the joined identity, so that it survives the loss of `dataDir` (an `emptyDir`): restored
     /// at start, written before `Join` (the key) and after it, and after each renewal. Uses
@@ -328,10 +331,15 @@ impl BootstrapConfig {
             opni_metrics_core::ClusterId::new(id.as_str())
                 .map_err(|e| ConfigError::invalid("bootstrap.clusterId", e.to_string()))?;
         }
+        if let Some(pin) = &self.ca_pin {
+            opni_metrics_transport::tls::pinned_client_config(pin)
+                .map_err(|e| ConfigError::invalid("bootstrap.caPin", e.to_string()))?;
+        }
         let mut j = JoinSettings::default();
         j.token.clone_from(&self.token);
         j.cluster_id.clone_from(&self.cluster_id);
         j.ca_file.clone_from(&self.ca_file);
+        j.ca_pin.clone_from(&self.ca_pin);
         Ok(j)
     }
 }

@@ -56,6 +56,23 @@ pub struct GatewayConfig {
     /// The operator's CA, shared by every replica: `{cert, key}` (a mounted Secret's `tls.crt`
     /// and `tls.key`); without it each replica makes its own in `dataDir/pki`.
     pub ca: Option<CaConfig>,
+    /// Leader election among replicas on etcd (who runs the uninstall tasks).
+    pub election: ElectionConfig,
+}
+
+/// Leader election among gateway replicas on etcd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ElectionConfig {
+    /// The leader's lease: a leader cut off from etcd stops within `ttl - ttl/5`, and another
+    /// takes over after `ttl`. At least 3s; default 15s.
+    pub ttl: PromDuration,
+}
+
+impl Default for ElectionConfig {
+    fn default() -> Self {
+        Self { ttl: PromDuration::from_secs(15) }
+    }
 }
 
 /// An operator-supplied CA.
@@ -86,6 +103,7 @@ impl Default for GatewayConfig {
             readers: super::readers::ReadersConfig::default(),
             console: super::readers::ConsoleConfig::default(),
             ca: None,
+            election: ElectionConfig::default(),
         }
     }
 }
@@ -332,6 +350,8 @@ pub struct GatewayPlan {
     pub store: StoreConfig,
     /// Kubernetes, when configured.
     pub kubernetes: Option<KubePlan>,
+    /// The election lease's time to live (replicas on etcd).
+    pub election_ttl: Option<std::time::Duration>,
 }
 
 pub(crate) fn socket(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -455,6 +475,10 @@ impl GatewayConfig {
             None => None,
             Some(k) => Some(k.validate(crate::host_name)?),
         };
-        Ok(GatewayPlan { settings: s, store, kubernetes })
+        let ttl = self.election.ttl.as_duration();
+        if ttl < Duration::from_secs(3) {
+            return Err(ConfigError::invalid("election.ttl", "must be at least 3s"));
+        }
+        Ok(GatewayPlan { settings: s, store, kubernetes, election_ttl: Some(ttl) })
     }
 }

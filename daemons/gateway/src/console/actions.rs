@@ -204,12 +204,20 @@ impl Inner {
             let t = t.into_inner();
             pages::JoinCommand {
                 cluster: id.to_string(),
-                command: format!(
-                    "opni-metrics-agent --gateway {} --gateway-ca {} --bootstrap-token {} --cluster-id {id}",
-                    self.backend.join_address,
-                    self.backend.ca_path.display(),
-                    t.token
-                ),
+                // the CA pin works on any machine (the CA file's path is this gateway's)
+                command: if t.ca_pin.is_empty() {
+                    format!(
+                        "opni-metrics-agent --gateway {} --gateway-ca {} --bootstrap-token {} --cluster-id {id}",
+                        self.backend.join_address,
+                        self.backend.ca_path.display(),
+                        t.token
+                    )
+                } else {
+                    format!(
+                        "opni-metrics-agent --gateway {} --gateway-ca-pin {} --bootstrap-token {} --cluster-id {id}",
+                        self.backend.join_address, t.ca_pin, t.token
+                    )
+                },
                 minutes: ttl,
             }
         });

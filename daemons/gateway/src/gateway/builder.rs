@@ -16,7 +16,13 @@ pub struct GatewayBuilder {
     metrics: Option<Arc<GatewayMetrics>>,
     #[cfg(feature = "kubernetes")]
     kubernetes: Option<crate::kubernetes::KubernetesSettings>,
+    election: Option<(tokio::sync::watch::Receiver<bool>, Campaign)>,
+    presence: Option<(Arc<dyn crate::sync::Presence>, Campaign)>,
 }
+
+/// A leader election's campaign, given the future that resolves at the gateway's shutdown.
+pub type Campaign =
+    Box<dyn FnOnce(futures::future::BoxFuture<'static, ()>) -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl std::fmt::Debug for GatewayBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -36,7 +42,27 @@ impl GatewayBuilder {
             metrics: None,
             #[cfg(feature = "kubernetes")]
             kubernetes: None,
+            election: None,
+            presence: None,
         }
+    }
+
+    /// Shares which replica holds each agent's connection through `presence`, and runs `keep`
+    /// (given the future that resolves at shutdown) in the gateway's tasks: `Install` and
+    /// `capability status` then answer "connected" the same through every replica. With etcd:
+    /// [`SessionPresence`](crate::sync::SessionPresence).
+    pub fn presence(mut self, presence: Arc<dyn crate::sync::Presence>, keep: Campaign) -> Self {
+        self.presence = Some((presence, keep));
+        self
+    }
+
+    /// Runs the single-writer work (the uninstall runner) only while `leading` is true, and
+    /// runs `campaign` in the gateway's tasks until shutdown (when it should give the lead up).
+    /// Without this, the gateway assumes it is the only replica and always leads. Several
+    /// replicas on one store need it: with etcd, an `opni_metrics_store::etcd::Election`.
+    pub fn leader_election(mut self, leading: tokio::sync::watch::Receiver<bool>, campaign: Campaign) -> Self {
+        self.election = Some((leading, campaign));
+        self
     }
 
     /// Where the gateway keeps its state (required): an embedded or etcd store from
@@ -163,7 +189,12 @@ impl GatewayBuilder {
 
         let state = State::new(store, UpstreamState::Installed);
         let readers = Readers::new(state.clone(), settings.readers.oidc.clone(), Arc::clone(&authenticator))?;
-        let hub = Hub::start(settings.sync, os_seed(), &tasks);
+        let presence = self.presence.map(|(p, keep)| {
+            let stop = tasks.token();
+            tasks.spawn_graceful("presence", keep(Box::pin(async move { stop.cancelled().await })));
+            p
+        });
+        let hub = Hub::start(settings.sync, os_seed(), &tasks, presence);
         watch_store(state.clone(), hub.clone(), &tasks);
         let connections = opni_metrics_transport::grpc::Connections::default();
         let admission = crate::admission::Admission::start(state.clone(), connections.clone(), hub.clone(), &tasks);
@@ -180,11 +211,28 @@ impl GatewayBuilder {
             settings.upstream.failing_grace,
             &tasks,
         );
-        let uninstaller = Uninstaller::new(state.clone(), hub.clone(), Arc::clone(&driver), tasks.clone());
-        if let Err(e) = uninstaller.resume_all().await {
-            tasks.abort_all();
-            return Err(e.into());
+        let leading = match self.election {
+            Some((leading, campaign)) => {
+                let stop = tasks.token();
+                tasks.spawn_graceful("leader-election", campaign(Box::pin(async move { stop.cancelled().await })));
+                leading
+            }
+            None => tokio::sync::watch::channel(true).1,
+        };
+        {
+            let gauge = metrics.leader.clone();
+            let mut rx = leading.clone();
+            tasks.spawn("leader-gauge", async move {
+                loop {
+                    gauge.set(i64::from(*rx.borrow_and_update()));
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
         }
+        let uninstaller = Uninstaller::new(state.clone(), hub.clone(), Arc::clone(&driver), tasks.clone(), leading);
+        uninstaller.run();
         Ok(Gateway {
             settings,
             state,

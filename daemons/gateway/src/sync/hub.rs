@@ -7,6 +7,7 @@ enum Cmd {
     Register { id: ClusterId, slot: Arc<Slot> },
     Notify(Option<ClusterId>),
     Close(ClusterId),
+    Gone { id: ClusterId, slot: Arc<Slot> },
     Connected { id: ClusterId, reply: oneshot::Sender<bool> },
     Count { reply: oneshot::Sender<usize> },
 }
@@ -35,9 +36,26 @@ impl Slot {
 }
 
 /// A handle to the hub task; cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Hub {
     tx: mpsc::Sender<Cmd>,
+    presence: Option<Arc<dyn Presence>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("shared_presence", &self.presence.is_some()).finish_non_exhaustive()
+    }
+}
+
+/// Which replica holds each agent's notification stream, shared between replicas, so that
+/// "is this agent connected" has the same answer through every replica.
+pub trait Presence: Send + Sync + 'static {
+    /// This replica now holds (`true`) or no longer holds (`false`) `cluster`'s stream. Applied
+    /// in order, in the background.
+    fn set(&self, cluster: &ClusterId, held: bool);
+    /// Whether any replica holds `cluster`'s stream.
+    fn held_anywhere<'a>(&'a self, cluster: &'a ClusterId) -> futures::future::BoxFuture<'a, bool>;
 }
 
 fn sync_now() -> Notification {
@@ -76,7 +94,10 @@ impl HubState {
         Self { timing, rng: Rng::new(seed), agents: HashMap::new(), due: BinaryHeap::new(), generation: 0 }
     }
 
-    fn register(&mut self, id: ClusterId, slot: Arc<Slot>) {
+    fn register(&mut self, id: ClusterId, slot: Arc<Slot>, presence: Option<&Arc<dyn Presence>>) {
+        if let Some(p) = presence {
+            p.set(&id, true);
+        }
         self.generation += 1;
         let generation = self.generation;
         // the first resync lands anywhere in one period, so a fleet that connected together
@@ -143,8 +164,10 @@ impl HubState {
 impl Hub {
     /// Starts the hub task in `tasks`. It owns the map of connected agents; everyone else
     /// talks to it through this handle. `seed` seeds the resync jitter ([`os_seed`]).
-    pub fn start(timing: SyncTiming, seed: u64, tasks: &Tasks) -> Self {
+    /// `presence`, if any, shares which agents this replica holds.
+    pub fn start(timing: SyncTiming, seed: u64, tasks: &Tasks, presence: Option<Arc<dyn Presence>>) -> Self {
         let (tx, mut rx) = mpsc::channel::<Cmd>(4096);
+        let shared = presence.clone();
         let stop = tasks.token();
         tasks.spawn_graceful("sync-hub", async move {
             let mut hub = HubState::new(timing, seed);
@@ -180,7 +203,16 @@ impl Hub {
                             hub.close_all();
                             return;
                         }
-                        Some(Cmd::Register { id, slot }) => hub.register(id, slot),
+                        Some(Cmd::Register { id, slot }) => hub.register(id, slot, shared.as_ref()),
+                        Some(Cmd::Gone { id, slot }) => {
+                            // only if it is still this agent's current stream (not replaced)
+                            if hub.agents.get(&id).is_some_and(|(_, s)| Arc::ptr_eq(s, &slot)) {
+                                hub.agents.remove(&id);
+                                if let Some(p) = &shared {
+                                    p.set(&id, false);
+                                }
+                            }
+                        }
                         Some(Cmd::Notify(None)) => hub.broadcast(|s| &s.sync_now),
                         Some(Cmd::Notify(Some(id))) => {
                             if let Some(slot) = hub.slot(&id) {
@@ -190,6 +222,9 @@ impl Hub {
                         Some(Cmd::Close(id)) => {
                             if let Some((_, slot)) = hub.agents.remove(&id) {
                                 slot.raise(&slot.closed);
+                                if let Some(p) = &shared {
+                                    p.set(&id, false);
+                                }
                             }
                         }
                         Some(Cmd::Connected { id, reply }) => { let _ = reply.send(hub.slot(&id).is_some()); }
@@ -201,7 +236,7 @@ impl Hub {
                 }
             }
         });
-        Self { tx }
+        Self { tx, presence }
     }
 
     /// Sends `SyncNow` to `id` (or to every connected agent for `None`).
@@ -214,13 +249,15 @@ impl Hub {
         let _ = self.tx.send(Cmd::Close(id)).await;
     }
 
-    /// Whether `id` has a notification stream open.
+    /// Whether `id` has a notification stream open here or, with shared presence, on any
+    /// replica.
     pub async fn is_connected(&self, id: &ClusterId) -> bool {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Connected { id: id.clone(), reply }).await.is_err() {
-            return false;
+        let here = self.tx.send(Cmd::Connected { id: id.clone(), reply }).await.is_ok() && rx.await.unwrap_or(false);
+        match &self.presence {
+            Some(p) if !here => p.held_anywhere(id).await,
+            _ => here,
         }
-        rx.await.unwrap_or(false)
     }
 
     /// How many agents are connected.
@@ -239,11 +276,12 @@ impl Hub {
     /// `UNAVAILABLE` while the gateway shuts down.
     pub async fn subscribe(&self, id: ClusterId) -> Result<AgentStream, Status> {
         let slot = Arc::new(Slot::default());
+        let id_for_gone = id.clone();
         self.tx
             .send(Cmd::Register { id, slot: Arc::clone(&slot) })
             .await
             .map_err(|_| Status::unavailable("gateway is shutting down"))?;
-        Ok(AgentStream { slot, ends: None })
+        Ok(AgentStream { slot, ends: None, gone: Some((id_for_gone, self.tx.clone())) })
     }
 }
 
@@ -265,6 +303,8 @@ pub struct AgentStream {
     /// When the stream ends by itself (its connection's maximum age), so that the agent opens
     /// it again on a new connection and an old connection, drained of calls, can close.
     ends: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Tells the hub when the stream goes (so that its presence is withdrawn at once).
+    gone: Option<(ClusterId, mpsc::Sender<Cmd>)>,
 }
 
 impl AgentStream {
@@ -306,6 +346,10 @@ impl Stream for AgentStream {
 impl Drop for AgentStream {
     fn drop(&mut self) {
         self.slot.gone.store(true, Ordering::Release);
+        if let Some((id, tx)) = self.gone.take() {
+            // best effort: a full queue leaves the slot to the periodic sweeps
+            let _ = tx.try_send(Cmd::Gone { id, slot: Arc::clone(&self.slot) });
+        }
     }
 }
 
@@ -333,7 +377,7 @@ mod tests {
             jitter: 0.2,
             heartbeat_interval: Duration::from_secs(1),
         };
-        let hub = Hub::start(timing, 1, &tasks);
+        let hub = Hub::start(timing, 1, &tasks, None);
         let id = ClusterId::new("c1").unwrap();
         let mut stream = hub.subscribe(id.clone()).await.unwrap();
         hub.notify(Some(id.clone())).await;
@@ -361,7 +405,7 @@ mod tests {
         let period = Duration::from_secs(100);
         let timing =
             SyncTiming { resync_interval: period, jitter: 0.2, heartbeat_interval: Duration::from_secs(100_000) };
-        let hub = Hub::start(timing, os_seed(), &tasks);
+        let hub = Hub::start(timing, os_seed(), &tasks, None);
         let mut streams = Vec::new();
         for i in 0..50 {
             streams.push(hub.subscribe(ClusterId::new(format!("c{i}")).unwrap()).await.unwrap());
@@ -397,7 +441,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stream_with_a_maximum_age_ends_then() {
         let tasks = Tasks::new();
-        let hub = Hub::start(SyncTiming::default(), 1, &tasks);
+        let hub = Hub::start(SyncTiming::default(), 1, &tasks, None);
         let mut stream =
             hub.subscribe(ClusterId::new("c1").unwrap()).await.unwrap().with_max_age(Duration::from_secs(10));
         assert_eq!(kind(stream.next().now_or_never()), "pending");

@@ -50,6 +50,9 @@ pub enum EtcdError {
         /// What is wrong.
         reason: String,
     },
+    /// Election settings are unusable.
+    #[error("invalid election settings: {0}")]
+    Election(&'static str),
     /// The key prefix is unusable.
     #[error("invalid etcd key prefix {prefix:?}: {reason}")]
     Prefix {

@@ -1,0 +1,151 @@
+//! A session: keys that live as long as this process keeps its etcd lease (presence records).
+//! Writes are applied in order by the session's own task; if the lease is lost (etcd was out of
+//! reach longer than its time to live) a new one is granted and every key written again.
+
+use std::collections::BTreeMap;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::*;
+
+enum Op {
+    Put(String, Bytes),
+    Delete(String),
+}
+
+/// Keys bound to this process's lease. Cheap to share; run [`Session::run`] once.
+#[derive(Debug)]
+pub struct Session {
+    store: Arc<EtcdStore>,
+    ttl: Duration,
+    tx: mpsc::UnboundedSender<Op>,
+    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Put(k, _) => write!(f, "Put({k})"),
+            Op::Delete(k) => write!(f, "Delete({k})"),
+        }
+    }
+}
+
+impl Session {
+    /// A session on `store` whose lease lives `ttl` (at least 3 s) without renewal.
+    pub fn new(store: Arc<EtcdStore>, ttl: Duration) -> Arc<Self> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Arc::new(Self { store, ttl: ttl.max(Duration::from_secs(3)), tx, rx: std::sync::Mutex::new(Some(rx)) })
+    }
+
+    /// Writes `key` (bound to the session's lease).
+    pub fn put(&self, key: &str, value: Bytes) {
+        let _ = self.tx.send(Op::Put(key.to_owned(), value));
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &str) {
+        let _ = self.tx.send(Op::Delete(key.to_owned()));
+    }
+
+    /// Keeps the lease and applies writes until `stop` resolves, then revokes the lease (its
+    /// keys go with it). Returns at once if already running.
+    pub async fn run(self: Arc<Self>, stop: impl Future<Output = ()>) {
+        let Some(mut rx) = self.rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() else {
+            return;
+        };
+        let mut stop = std::pin::pin!(stop);
+        let mut keys: BTreeMap<String, Bytes> = BTreeMap::new();
+        loop {
+            let lease = tokio::select! {
+                () = &mut stop => return,
+                l = self.grant() => l,
+            };
+            let Some(lease) = lease else {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            };
+            for (k, v) in &keys {
+                let _ = self.put_leased(k, v.clone(), lease).await;
+            }
+            let (ka_tx, ka_rx) = mpsc::channel::<pb::LeaseKeepAliveRequest>(4);
+            let _ = ka_tx.try_send(pb::LeaseKeepAliveRequest { id: lease });
+            let mut client = LeaseClient::new(self.store.channel());
+            let mut responses =
+                match tokio::time::timeout(self.ttl / 3, client.lease_keep_alive(ReceiverStream::new(ka_rx))).await {
+                    Ok(Ok(r)) => r.into_inner(),
+                    _ => continue,
+                };
+            let mut tick = tokio::time::interval_at(Instant::now() + self.ttl / 3, self.ttl / 3);
+            loop {
+                tokio::select! {
+                    () = &mut stop => {
+                        let revoke = self.store.call("lease revoke", false, |ch| async move {
+                            LeaseClient::new(ch).lease_revoke(pb::LeaseRevokeRequest { id: lease }).await
+                        });
+                        let _ = tokio::time::timeout(Duration::from_secs(2), revoke).await;
+                        return;
+                    }
+                    op = rx.recv() => match op {
+                        None => return,
+                        Some(Op::Put(k, v)) => {
+                            if let Err(e) = self.put_leased(&k, v.clone(), lease).await {
+                                tracing::warn!(key = %k, error = %e, "cannot write a session key");
+                            }
+                            keys.insert(k, v);
+                        }
+                        Some(Op::Delete(k)) => {
+                            keys.remove(&k);
+                            if let Err(e) = self.store.delete(&k, Precondition::None).await {
+                                tracing::warn!(key = %k, error = %e, "cannot delete a session key");
+                            }
+                        }
+                    },
+                    _ = tick.tick() => { let _ = ka_tx.try_send(pb::LeaseKeepAliveRequest { id: lease }); }
+                    msg = responses.message() => match msg {
+                        Ok(Some(r)) if r.ttl > 0 => {}
+                        _ => {
+                            tracing::warn!("the session lease was lost; writing its keys again under a new one");
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    async fn grant(&self) -> Option<i64> {
+        let req = pb::LeaseGrantRequest { ttl: i64::try_from(self.ttl.as_secs()).unwrap_or(15), id: 0 };
+        match self
+            .store
+            .call("lease grant", true, |ch| {
+                let r = req;
+                async move { LeaseClient::new(ch).lease_grant(r).await }
+            })
+            .await
+        {
+            Ok(l) if l.error.is_empty() && l.id != 0 => Some(l.id),
+            Ok(_) => None,
+            Err(f) => {
+                tracing::warn!(error = %StoreError::from(f), "cannot grant the session lease; retrying");
+                None
+            }
+        }
+    }
+
+    async fn put_leased(&self, key: &str, value: Bytes, lease: i64) -> Result<(), StoreError> {
+        validate_write(key, value.len())?;
+        let put = pb::PutRequest { key: self.store.keys.full(key), value, lease, ..Default::default() };
+        self.store
+            .call("put", false, |ch| {
+                let put = put.clone();
+                async move { kv_client(ch).put(put).await }
+            })
+            .await?;
+        Ok(())
+    }
+}
