@@ -162,6 +162,8 @@ pub struct Gateway {
     settings: GatewaySettings,
     state: State,
     hub: Hub,
+    /// Desired state in memory, for `Sync`.
+    view: Arc<crate::sync::DesiredView>,
     admission: Arc<crate::admission::Admission>,
     connections: opni_metrics_transport::grpc::Connections,
     statuses: Arc<StatusCache>,
@@ -215,7 +217,8 @@ impl Gateway {
             NodeSyncServer::new(
                 NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses))
                     .with_stream_age(self.settings.max_connection_age)
-                    .with_admission(Arc::clone(&self.admission)),
+                    .with_admission(Arc::clone(&self.admission))
+                    .with_view(Arc::clone(&self.view)),
             ),
             require_identity,
         );

@@ -130,6 +130,11 @@ impl State {
         &self.store
     }
 
+    /// The upstream state assumed while none is stored.
+    pub(crate) fn upstream_default(&self) -> UpstreamState {
+        self.upstream_default
+    }
+
     async fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<(T, Revision)>, StoreError> {
         match self.store.get(key).await? {
             Some(kv) => Ok(Some((decode(key, &kv.value)?, kv.revision))),
@@ -481,11 +486,6 @@ impl State {
     /// [`StateError::Stale`], store errors.
     pub async fn reset_node_override(&self, id: &ClusterId, expected: Option<Revision>) -> Result<(), StateError> {
         self.delete_spec(&format!("{NODE_OVERRIDES}{id}"), expected).await
-    }
-
-    /// The store's current revision (any listing carries it; this prefix is tiny).
-    pub(crate) async fn revision(&self) -> Result<Revision, StoreError> {
-        Ok(self.store.list(UPSTREAM).await?.revision)
     }
 
     /// A cluster that must exist.

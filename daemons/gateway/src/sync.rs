@@ -47,14 +47,145 @@ impl Default for SyncTiming {
 mod hub;
 pub use hub::{AgentStream, Hub, Presence, os_seed};
 
-/// Watches the store and notifies exactly the agents a change may affect. Restarts from a fresh
-/// listing (notifying everyone, which is always safe) if the watch fails. Runs in `tasks`.
-pub fn watch_store(state: State, hub: Hub, tasks: &Tasks) {
+/// Desired state in memory: what `Sync` answers without reading the store. Fed by
+/// [`watch_store`], which applies each change here *before* it notifies the agents the change
+/// affects, so an agent told `SyncNow` always syncs against a view that has the change.
+#[derive(Debug, Default)]
+pub struct DesiredView {
+    inner: std::sync::RwLock<Option<ViewData>>,
+}
+
+#[derive(Debug)]
+struct ViewData {
+    capabilities: HashMap<ClusterId, Option<opni_metrics_core::registry::CapabilityEntry>>,
+    overrides: HashMap<ClusterId, opni_metrics_core::spec::MetricsCapabilitySpec>,
+    default: opni_metrics_core::spec::MetricsCapabilitySpec,
+    upstream: opni_metrics_core::node::UpstreamState,
+}
+
+impl DesiredView {
+    /// The desired config of `id`, or `None` while the view is not loaded (read the store).
+    pub fn desired(&self, id: &ClusterId) -> Option<opni_metrics_core::node::NodeConfig> {
+        let g = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        let v = g.as_ref()?;
+        let entry = v.capabilities.get(id).and_then(Option::as_ref);
+        Some(opni_metrics_core::node::desired_config(entry, v.overrides.get(id), &v.default, v.upstream))
+    }
+
+    /// Forgets everything (the watch failed: the store is read until the view is loaded again).
+    fn clear(&self) {
+        *self.inner.write().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Loads the view from the store; returns the revision to watch from.
+    async fn load(&self, state: &State) -> Result<opni_metrics_core::Revision, super::state::StateError> {
+        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, UPSTREAM};
+        let store = state.store();
+        let clusters = store.list(CLUSTERS).await?;
+        let overrides = store.list(NODE_OVERRIDES).await?;
+        let mut v = ViewData {
+            capabilities: HashMap::new(),
+            overrides: HashMap::new(),
+            default: opni_metrics_core::spec::MetricsCapabilitySpec::default(),
+            upstream: state.upstream_default(),
+        };
+        for kv in &clusters.items {
+            v.apply_put(&kv.key, &kv.value);
+        }
+        for kv in &overrides.items {
+            v.apply_put(&kv.key, &kv.value);
+        }
+        let mut from = clusters.revision.min(overrides.revision);
+        for key in [NODE_DEFAULT, UPSTREAM] {
+            // a single key: its listing is exact (prefix of itself and nothing else here)
+            let l = store.list(key).await?;
+            for kv in l.items.iter().filter(|kv| kv.key == key) {
+                v.apply_put(&kv.key, &kv.value);
+            }
+            from = from.min(l.revision);
+        }
+        *self.inner.write().unwrap_or_else(PoisonError::into_inner) = Some(v);
+        Ok(from)
+    }
+
+    fn apply(
+        &self,
+        ev: &opni_metrics_core::store::WatchEvent,
+        upstream_default: opni_metrics_core::node::UpstreamState,
+    ) {
+        let mut g = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let Some(v) = g.as_mut() else { return };
+        match ev {
+            opni_metrics_core::store::WatchEvent::Put(kv) => v.apply_put(&kv.key, &kv.value),
+            opni_metrics_core::store::WatchEvent::Delete { key, .. } => v.apply_delete(key, upstream_default),
+        }
+    }
+}
+
+impl ViewData {
+    fn apply_put(&mut self, key: &str, value: &[u8]) {
+        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, UPSTREAM};
+        let warn = |e: serde_json::Error| tracing::warn!(key, error = %e, "unreadable record; the view keeps the last good one");
+        if let Some(id) = key.strip_prefix(CLUSTERS) {
+            match serde_json::from_slice::<opni_metrics_core::registry::Cluster>(value) {
+                Ok(c) => {
+                    let entry = c.capability(&CapabilityName::metrics()).cloned();
+                    if let Ok(id) = ClusterId::new(id) {
+                        self.capabilities.insert(id, entry);
+                    }
+                }
+                Err(e) => warn(e),
+            }
+        } else if let Some(id) = key.strip_prefix(NODE_OVERRIDES) {
+            match serde_json::from_slice(value) {
+                Ok(spec) => {
+                    if let Ok(id) = ClusterId::new(id) {
+                        self.overrides.insert(id, spec);
+                    }
+                }
+                Err(e) => warn(e),
+            }
+        } else if key == NODE_DEFAULT {
+            match serde_json::from_slice(value) {
+                Ok(spec) => self.default = spec,
+                Err(e) => warn(e),
+            }
+        } else if key == UPSTREAM {
+            match serde_json::from_slice(value) {
+                Ok(u) => self.upstream = u,
+                Err(e) => warn(e),
+            }
+        }
+    }
+
+    fn apply_delete(&mut self, key: &str, upstream_default: opni_metrics_core::node::UpstreamState) {
+        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, UPSTREAM};
+        if let Some(id) = key.strip_prefix(CLUSTERS) {
+            if let Ok(id) = ClusterId::new(id) {
+                self.capabilities.remove(&id);
+            }
+        } else if let Some(id) = key.strip_prefix(NODE_OVERRIDES) {
+            if let Ok(id) = ClusterId::new(id) {
+                self.overrides.remove(&id);
+            }
+        } else if key == NODE_DEFAULT {
+            self.default = opni_metrics_core::spec::MetricsCapabilitySpec::default();
+        } else if key == UPSTREAM {
+            self.upstream = upstream_default;
+        }
+    }
+}
+
+/// Watches the store, keeps `view` and notifies exactly the agents a change may affect (after
+/// the view has it). Restarts from a fresh listing (notifying everyone, which is always safe)
+/// if the watch fails. Runs in `tasks`.
+pub fn watch_store(state: State, hub: Hub, view: Arc<DesiredView>, tasks: &Tasks) {
     tasks.spawn("store-watch", async move {
         loop {
-            let from = match state.revision().await {
+            let from = match view.load(&state).await {
                 Ok(r) => r,
                 Err(e) => {
+                    view.clear();
                     tracing::warn!(error = %e, "store unavailable; retrying the watch");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -73,11 +204,13 @@ pub fn watch_store(state: State, hub: Hub, tasks: &Tasks) {
                 match ev {
                     Ok(ev) => {
                         if let Some(who) = affected(ev.key()) {
+                            view.apply(&ev, state.upstream_default());
                             hub.notify(who).await;
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "store watch failed; resubscribing");
+                        view.clear();
                         break;
                     }
                 }
@@ -141,18 +274,25 @@ pub struct NodeSyncService {
     statuses: Arc<StatusCache>,
     stream_age: Option<Duration>,
     admission: Option<Arc<crate::admission::Admission>>,
+    view: Option<Arc<DesiredView>>,
 }
 
 impl NodeSyncService {
     /// The service.
     pub fn new(state: State, hub: Hub, statuses: Arc<StatusCache>) -> Self {
-        Self { state, hub, statuses, stream_age: None, admission: None }
+        Self { state, hub, statuses, stream_age: None, admission: None, view: None }
     }
 
     /// Checks callers against the registry view: a revoked certificate is refused, and the
     /// status of a cluster that is not registered is not kept.
     pub(crate) fn with_admission(mut self, admission: Arc<crate::admission::Admission>) -> Self {
         self.admission = Some(admission);
+        self
+    }
+
+    /// Answers `Sync` from `view` (while it is loaded) instead of reading the store.
+    pub fn with_view(mut self, view: Arc<DesiredView>) -> Self {
+        self.view = Some(view);
         self
     }
 
@@ -183,7 +323,10 @@ impl NodeSync for NodeSyncService {
             // persisted in the background: a reply never waits for a durable commit
             self.statuses.persist(id.clone(), StoredStatus { status: reported, reported_at: at });
         }
-        let desired = self.state.desired(&id).await.map_err(status)?;
+        let desired = match self.view.as_ref().and_then(|v| v.desired(&id)) {
+            Some(d) => d,
+            None => self.state.desired(&id).await.map_err(status)?,
+        };
         Ok(Response::new(sync_decision(current.as_ref(), &desired).into()))
     }
 
@@ -246,5 +389,97 @@ impl Presence for SessionPresence {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use opni_metrics_core::node::UpstreamState;
+    use opni_metrics_core::registry::Cluster;
+    use opni_metrics_core::store::MemoryStore;
+
+    async fn next_sync_now(stream: &mut AgentStream) {
+        let wait = async {
+            while let Some(n) = stream.next().await {
+                if matches!(n.unwrap().kind, Some(notification::Kind::SyncNow(_))) {
+                    return;
+                }
+            }
+            panic!("the stream ended");
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait).await.unwrap();
+    }
+
+    /// After every kind of change, an agent told `SyncNow` finds the view answering what the
+    /// store answers: the watch applies a change to the view before it notifies.
+    #[tokio::test]
+    async fn the_view_has_each_change_before_agents_are_told() {
+        let tasks = Tasks::new();
+        let state = State::new(Arc::new(MemoryStore::default()), UpstreamState::Installed);
+        let quiet = SyncTiming {
+            resync_interval: Duration::from_secs(1 << 30),
+            jitter: 0.0,
+            heartbeat_interval: Duration::from_secs(1 << 30),
+        };
+        let hub = Hub::start(quiet, 1, &tasks, None);
+        let (a, b) = (ClusterId::new("a").unwrap(), ClusterId::new("b").unwrap());
+        let mut sa = hub.subscribe(a.clone()).await.unwrap();
+        let mut sb = hub.subscribe(b.clone()).await.unwrap();
+        let view = Arc::new(DesiredView::default());
+        watch_store(state.clone(), hub, Arc::clone(&view), &tasks);
+        // the first listing notifies everyone
+        next_sync_now(&mut sa).await;
+        next_sync_now(&mut sb).await;
+        let check = |id: &ClusterId| {
+            let (state, view, id) = (state.clone(), Arc::clone(&view), id.clone());
+            async move { assert_eq!(view.desired(&id), Some(state.desired(&id).await.unwrap()), "{id}") }
+        };
+        check(&a).await;
+
+        state.create_cluster(&Cluster::new(a.clone())).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+        state.update_cluster(&a, |c| c.install(CapabilityName::metrics(), Timestamp(1))).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+        assert!(view.desired(&a).unwrap().enabled);
+
+        let mut spec = opni_metrics_core::spec::MetricsCapabilitySpec::default();
+        spec.prometheus.scrape_interval = opni_metrics_core::duration::PromDuration::from_secs(7);
+        state.put_default_spec(&spec, None).await.unwrap();
+        next_sync_now(&mut sa).await;
+        next_sync_now(&mut sb).await;
+        check(&a).await;
+        check(&b).await;
+        spec.prometheus.scrape_interval = opni_metrics_core::duration::PromDuration::from_secs(9);
+        state.put_node_override(&a, &spec, None).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+        state.set_upstream(UpstreamState::Failing).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+        assert!(!view.desired(&a).unwrap().enabled);
+        state.reset_node_override(&a, None).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+        state.reset_default_spec(None).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+        state.set_upstream(UpstreamState::Installed).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+
+        state.update_cluster(&a, |c| c.mark_for_uninstall(&CapabilityName::metrics(), Timestamp(2))).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+        assert!(!view.desired(&a).unwrap().enabled);
+        state.update_cluster(&a, |c| c.remove(&CapabilityName::metrics()).map(|_| ())).await.unwrap();
+        next_sync_now(&mut sa).await;
+        state.delete_cluster(&a).await.unwrap();
+        next_sync_now(&mut sa).await;
+        check(&a).await;
+        tasks.shutdown(Duration::from_secs(1)).await;
     }
 }

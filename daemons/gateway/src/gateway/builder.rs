@@ -195,7 +195,8 @@ impl GatewayBuilder {
             p
         });
         let hub = Hub::start(settings.sync, os_seed(), &tasks, presence);
-        watch_store(state.clone(), hub.clone(), &tasks);
+        let view = Arc::new(crate::sync::DesiredView::default());
+        watch_store(state.clone(), hub.clone(), Arc::clone(&view), &tasks);
         let connections = opni_metrics_transport::grpc::Connections::default();
         let admission = crate::admission::Admission::start(state.clone(), connections.clone(), hub.clone(), &tasks);
         let loaded = Arc::clone(&admission);
@@ -237,6 +238,7 @@ impl GatewayBuilder {
             settings,
             state,
             hub,
+            view,
             admission,
             connections,
             statuses,
