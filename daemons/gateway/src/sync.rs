@@ -178,8 +178,10 @@ impl ViewData {
 
 /// Watches the store, keeps `view` and notifies exactly the agents a change may affect (after
 /// the view has it). Restarts from a fresh listing (notifying everyone, which is always safe)
-/// if the watch fails. Runs in `tasks`.
-pub fn watch_store(state: State, hub: Hub, view: Arc<DesiredView>, tasks: &Tasks) {
+/// if the watch fails. Also reloads the view every `refresh` without notifying anyone, so that
+/// a change the watch never delivered still reaches agents at their periodic resync (as a lost
+/// `SyncNow` does). Runs in `tasks`.
+pub fn watch_store(state: State, hub: Hub, view: Arc<DesiredView>, refresh: Duration, tasks: &Tasks) {
     tasks.spawn("store-watch", async move {
         loop {
             let from = match view.load(&state).await {
@@ -200,7 +202,21 @@ pub fn watch_store(state: State, hub: Hub, view: Arc<DesiredView>, tasks: &Tasks
                 }
             };
             hub.notify(None).await;
-            while let Some(ev) = events.next().await {
+            let mut reload = tokio::time::interval_at(tokio::time::Instant::now() + refresh, refresh);
+            reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let ev = tokio::select! {
+                    ev = events.next() => ev,
+                    _ = reload.tick() => {
+                        // events the watch delivers afterwards that the listing already has are
+                        // applied again in order, which ends at the same state
+                        if let Err(e) = view.load(&state).await {
+                            tracing::warn!(error = %e, "cannot reload the desired state; keeping the view");
+                        }
+                        continue;
+                    }
+                };
+                let Some(ev) = ev else { break };
                 match ev {
                     Ok(ev) => {
                         if let Some(who) = affected(ev.key()) {
@@ -428,7 +444,7 @@ mod tests {
         let mut sa = hub.subscribe(a.clone()).await.unwrap();
         let mut sb = hub.subscribe(b.clone()).await.unwrap();
         let view = Arc::new(DesiredView::default());
-        watch_store(state.clone(), hub, Arc::clone(&view), &tasks);
+        watch_store(state.clone(), hub, Arc::clone(&view), Duration::from_secs(1 << 30), &tasks);
         // the first listing notifies everyone
         next_sync_now(&mut sa).await;
         next_sync_now(&mut sb).await;

@@ -196,7 +196,7 @@ impl GatewayBuilder {
         });
         let hub = Hub::start(settings.sync, os_seed(), &tasks, presence);
         let view = Arc::new(crate::sync::DesiredView::default());
-        watch_store(state.clone(), hub.clone(), Arc::clone(&view), &tasks);
+        watch_store(state.clone(), hub.clone(), Arc::clone(&view), settings.sync.resync_interval, &tasks);
         let connections = opni_metrics_transport::grpc::Connections::default();
         let admission = crate::admission::Admission::start(state.clone(), connections.clone(), hub.clone(), &tasks);
         let loaded = Arc::clone(&admission);
