@@ -163,7 +163,7 @@ pub struct Gateway {
     state: State,
     hub: Hub,
     /// Desired state in memory, for `Sync`.
-    view: Arc<crate::sync::DesiredView>,
+    view: Arc<crate::sync::StateView>,
     admission: Arc<crate::admission::Admission>,
     connections: opni_metrics_transport::grpc::Connections,
     statuses: Arc<StatusCache>,
@@ -217,7 +217,6 @@ impl Gateway {
             NodeSyncServer::new(
                 NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses))
                     .with_stream_age(self.settings.max_connection_age)
-                    .with_admission(Arc::clone(&self.admission))
                     .with_view(Arc::clone(&self.view)),
             ),
             require_identity,

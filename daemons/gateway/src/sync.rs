@@ -47,84 +47,102 @@ impl Default for SyncTiming {
 mod hub;
 pub use hub::{AgentStream, Hub, Presence, os_seed};
 
-/// Desired state in memory: what `Sync` answers without reading the store. Fed by
-/// [`watch_store`], which applies each change here *before* it notifies the agents the change
-/// affects, so an agent told `SyncNow` always syncs against a view that has the change.
+/// The registry and desired state in memory, kept by [`watch_store`]: what `Sync` answers and
+/// what admission checks, without reading the store. The watcher applies each change here
+/// *before* it notifies the agents the change affects, so an agent told `SyncNow` always syncs
+/// against a view that has the change. Once loaded, the view is kept through store outages
+/// (the last known state answers); it is replaced by each fresh listing.
 #[derive(Debug, Default)]
-pub struct DesiredView {
+pub struct StateView {
     inner: std::sync::RwLock<Option<ViewData>>,
 }
 
+/// What [`StateView`] holds.
 #[derive(Debug)]
-struct ViewData {
-    capabilities: HashMap<ClusterId, Option<opni_metrics_core::registry::CapabilityEntry>>,
+pub(crate) struct ViewData {
+    /// Every registered cluster, with its `metrics` capability entry if any.
+    pub(crate) capabilities: HashMap<ClusterId, Option<opni_metrics_core::registry::CapabilityEntry>>,
     overrides: HashMap<ClusterId, opni_metrics_core::spec::MetricsCapabilitySpec>,
     default: opni_metrics_core::spec::MetricsCapabilitySpec,
     upstream: opni_metrics_core::node::UpstreamState,
+    upstream_default: opni_metrics_core::node::UpstreamState,
+    /// Revoked certificate serials (hex).
+    pub(crate) revoked: std::collections::HashSet<String>,
 }
 
-impl DesiredView {
+impl StateView {
     /// The desired config of `id`, or `None` while the view is not loaded (read the store).
     pub fn desired(&self, id: &ClusterId) -> Option<opni_metrics_core::node::NodeConfig> {
-        let g = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        let v = g.as_ref()?;
-        let entry = v.capabilities.get(id).and_then(Option::as_ref);
-        Some(opni_metrics_core::node::desired_config(entry, v.overrides.get(id), &v.default, v.upstream))
+        self.read(|v| {
+            let entry = v.capabilities.get(id).and_then(Option::as_ref);
+            opni_metrics_core::node::desired_config(entry, v.overrides.get(id), &v.default, v.upstream)
+        })
     }
 
-    /// Forgets everything (the watch failed: the store is read until the view is loaded again).
-    fn clear(&self) {
-        *self.inner.write().unwrap_or_else(PoisonError::into_inner) = None;
+    /// Whether the view has been loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.read(|_| ()).is_some()
     }
 
-    /// Loads the view from the store; returns the revision to watch from.
-    async fn load(&self, state: &State) -> Result<opni_metrics_core::Revision, super::state::StateError> {
-        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, UPSTREAM};
+    /// `f` over the loaded view; `None` before the first load.
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&ViewData) -> R) -> Option<R> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(f)
+    }
+
+    /// Loads the view from the store; returns the revision to watch from and the clusters the
+    /// previous view had that are gone.
+    async fn load(
+        &self,
+        state: &State,
+    ) -> Result<(opni_metrics_core::Revision, Vec<ClusterId>), super::state::StateError> {
+        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, REVOKED, UPSTREAM};
         let store = state.store();
-        let clusters = store.list(CLUSTERS).await?;
-        let overrides = store.list(NODE_OVERRIDES).await?;
         let mut v = ViewData {
             capabilities: HashMap::new(),
             overrides: HashMap::new(),
             default: opni_metrics_core::spec::MetricsCapabilitySpec::default(),
             upstream: state.upstream_default(),
+            upstream_default: state.upstream_default(),
+            revoked: std::collections::HashSet::new(),
         };
-        for kv in &clusters.items {
-            v.apply_put(&kv.key, &kv.value);
-        }
-        for kv in &overrides.items {
-            v.apply_put(&kv.key, &kv.value);
-        }
-        let mut from = clusters.revision.min(overrides.revision);
-        for key in [NODE_DEFAULT, UPSTREAM] {
-            // a single key: its listing is exact (prefix of itself and nothing else here)
-            let l = store.list(key).await?;
-            for kv in l.items.iter().filter(|kv| kv.key == key) {
+        let mut from = None::<opni_metrics_core::Revision>;
+        for prefix in [CLUSTERS, NODE_OVERRIDES, REVOKED, NODE_DEFAULT, UPSTREAM] {
+            let l = store.list(prefix).await?;
+            // the single keys (default spec, upstream) list as prefixes of themselves: only the
+            // exact key counts
+            let exact = !prefix.ends_with('/');
+            for kv in l.items.iter().filter(|kv| !exact || kv.key == prefix) {
                 v.apply_put(&kv.key, &kv.value);
             }
-            from = from.min(l.revision);
+            // events between the listings are replayed; each carries its whole value
+            from = Some(from.map_or(l.revision, |f| f.min(l.revision)));
         }
-        *self.inner.write().unwrap_or_else(PoisonError::into_inner) = Some(v);
-        Ok(from)
+        let mut g = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let gone = g
+            .as_ref()
+            .map(|old| old.capabilities.keys().filter(|id| !v.capabilities.contains_key(*id)).cloned().collect())
+            .unwrap_or_default();
+        *g = Some(v);
+        Ok((from.unwrap_or(opni_metrics_core::Revision::ZERO), gone))
     }
 
-    fn apply(
-        &self,
-        ev: &opni_metrics_core::store::WatchEvent,
-        upstream_default: opni_metrics_core::node::UpstreamState,
-    ) {
+    /// Applies a change; returns the cluster it removed from the registry, if any.
+    fn apply(&self, ev: &opni_metrics_core::store::WatchEvent) -> Option<ClusterId> {
         let mut g = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let Some(v) = g.as_mut() else { return };
+        let v = g.as_mut()?;
         match ev {
-            opni_metrics_core::store::WatchEvent::Put(kv) => v.apply_put(&kv.key, &kv.value),
-            opni_metrics_core::store::WatchEvent::Delete { key, .. } => v.apply_delete(key, upstream_default),
+            opni_metrics_core::store::WatchEvent::Put(kv) => {
+                v.apply_put(&kv.key, &kv.value);
+                None
+            }
+            opni_metrics_core::store::WatchEvent::Delete { key, .. } => v.apply_delete(key),
         }
     }
 }
 
 impl ViewData {
     fn apply_put(&mut self, key: &str, value: &[u8]) {
-        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, UPSTREAM};
+        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, REVOKED, UPSTREAM};
         let warn = |e: serde_json::Error| tracing::warn!(key, error = %e, "unreadable record; the view keeps the last good one");
         if let Some(id) = key.strip_prefix(CLUSTERS) {
             match serde_json::from_slice::<opni_metrics_core::registry::Cluster>(value) {
@@ -145,6 +163,8 @@ impl ViewData {
                 }
                 Err(e) => warn(e),
             }
+        } else if let Some(serial) = key.strip_prefix(REVOKED) {
+            self.revoked.insert(serial.to_owned());
         } else if key == NODE_DEFAULT {
             match serde_json::from_slice(value) {
                 Ok(spec) => self.default = spec,
@@ -158,36 +178,62 @@ impl ViewData {
         }
     }
 
-    fn apply_delete(&mut self, key: &str, upstream_default: opni_metrics_core::node::UpstreamState) {
-        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, UPSTREAM};
+    fn apply_delete(&mut self, key: &str) -> Option<ClusterId> {
+        use super::state::{CLUSTERS, NODE_DEFAULT, NODE_OVERRIDES, REVOKED, UPSTREAM};
         if let Some(id) = key.strip_prefix(CLUSTERS) {
-            if let Ok(id) = ClusterId::new(id) {
-                self.capabilities.remove(&id);
-            }
-        } else if let Some(id) = key.strip_prefix(NODE_OVERRIDES) {
+            let id = ClusterId::new(id).ok()?;
+            return self.capabilities.remove(&id).map(|_| id);
+        }
+        if let Some(id) = key.strip_prefix(NODE_OVERRIDES) {
             if let Ok(id) = ClusterId::new(id) {
                 self.overrides.remove(&id);
             }
+        } else if let Some(serial) = key.strip_prefix(REVOKED) {
+            self.revoked.remove(serial);
         } else if key == NODE_DEFAULT {
             self.default = opni_metrics_core::spec::MetricsCapabilitySpec::default();
         } else if key == UPSTREAM {
-            self.upstream = upstream_default;
+            self.upstream = self.upstream_default;
         }
+        None
     }
 }
 
+/// A cluster left the registry: end its notification stream and close its connections here.
+async fn cut_off(id: ClusterId, hub: &Hub, connections: &opni_metrics_transport::grpc::Connections) {
+    let n = connections.close(&id);
+    tracing::info!(cluster = %id, connections = n, "cluster deleted: its connections are closed");
+    hub.close(id).await;
+}
+
 /// Watches the store, keeps `view` and notifies exactly the agents a change may affect (after
-/// the view has it). Restarts from a fresh listing (notifying everyone, which is always safe)
-/// if the watch fails. Also reloads the view every `refresh` without notifying anyone, so that
-/// a change the watch never delivered still reaches agents at their periodic resync (as a lost
-/// `SyncNow` does). Runs in `tasks`.
-pub fn watch_store(state: State, hub: Hub, view: Arc<DesiredView>, refresh: Duration, tasks: &Tasks) {
+/// the view has it); a cluster that leaves the registry is cut off (its connections, tracked
+/// in `connections`, closed). Restarts from a fresh listing (notifying everyone, which is
+/// always safe) if the watch fails. Also reloads the view every `refresh` without notifying
+/// anyone, so that a change the watch never delivered still reaches agents at their periodic
+/// resync (as a lost `SyncNow` does). Runs in `tasks`.
+pub fn watch_store(
+    state: State,
+    hub: Hub,
+    view: Arc<StateView>,
+    connections: opni_metrics_transport::grpc::Connections,
+    refresh: Duration,
+    tasks: &Tasks,
+) {
     tasks.spawn("store-watch", async move {
+        let load = async || match view.load(&state).await {
+            Ok((from, gone)) => {
+                for id in gone {
+                    cut_off(id, &hub, &connections).await;
+                }
+                Ok(from)
+            }
+            Err(e) => Err(e),
+        };
         loop {
-            let from = match view.load(&state).await {
+            let from = match load().await {
                 Ok(r) => r,
                 Err(e) => {
-                    view.clear();
                     tracing::warn!(error = %e, "store unavailable; retrying the watch");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -210,8 +256,8 @@ pub fn watch_store(state: State, hub: Hub, view: Arc<DesiredView>, refresh: Dura
                     _ = reload.tick() => {
                         // events the watch delivers afterwards that the listing already has are
                         // applied again in order, which ends at the same state
-                        if let Err(e) = view.load(&state).await {
-                            tracing::warn!(error = %e, "cannot reload the desired state; keeping the view");
+                        if let Err(e) = load().await {
+                            tracing::warn!(error = %e, "cannot reload the registry view; keeping it");
                         }
                         continue;
                     }
@@ -219,14 +265,15 @@ pub fn watch_store(state: State, hub: Hub, view: Arc<DesiredView>, refresh: Dura
                 let Some(ev) = ev else { break };
                 match ev {
                     Ok(ev) => {
+                        if let Some(id) = view.apply(&ev) {
+                            cut_off(id, &hub, &connections).await;
+                        }
                         if let Some(who) = affected(ev.key()) {
-                            view.apply(&ev, state.upstream_default());
                             hub.notify(who).await;
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "store watch failed; resubscribing");
-                        view.clear();
                         break;
                     }
                 }
@@ -289,8 +336,9 @@ pub struct NodeSyncService {
     hub: Hub,
     statuses: Arc<StatusCache>,
     stream_age: Option<Duration>,
-    admission: Option<Arc<crate::admission::Admission>>,
-    view: Option<Arc<DesiredView>>,
+    /// Admission over `view`, when answering from it.
+    admission: Option<crate::admission::Admission>,
+    view: Option<Arc<StateView>>,
 }
 
 impl NodeSyncService {
@@ -299,15 +347,11 @@ impl NodeSyncService {
         Self { state, hub, statuses, stream_age: None, admission: None, view: None }
     }
 
-    /// Checks callers against the registry view: a revoked certificate is refused, and the
-    /// status of a cluster that is not registered is not kept.
-    pub(crate) fn with_admission(mut self, admission: Arc<crate::admission::Admission>) -> Self {
-        self.admission = Some(admission);
-        self
-    }
-
-    /// Answers `Sync` from `view` (while it is loaded) instead of reading the store.
-    pub fn with_view(mut self, view: Arc<DesiredView>) -> Self {
+    /// Answers `Sync` from `view` (while it is loaded) instead of reading the store, and checks
+    /// callers against it: a revoked certificate is refused, and the status of a cluster that
+    /// is not registered is not kept.
+    pub fn with_view(mut self, view: Arc<StateView>) -> Self {
+        self.admission = Some(crate::admission::Admission::new(Arc::clone(&view)));
         self.view = Some(view);
         self
     }
@@ -443,8 +487,9 @@ mod tests {
         let (a, b) = (ClusterId::new("a").unwrap(), ClusterId::new("b").unwrap());
         let mut sa = hub.subscribe(a.clone()).await.unwrap();
         let mut sb = hub.subscribe(b.clone()).await.unwrap();
-        let view = Arc::new(DesiredView::default());
-        watch_store(state.clone(), hub, Arc::clone(&view), Duration::from_secs(1 << 30), &tasks);
+        let view = Arc::new(StateView::default());
+        let connections = opni_metrics_transport::grpc::Connections::default();
+        watch_store(state.clone(), hub, Arc::clone(&view), connections, Duration::from_secs(1 << 30), &tasks);
         // the first listing notifies everyone
         next_sync_now(&mut sa).await;
         next_sync_now(&mut sb).await;
@@ -493,8 +538,14 @@ mod tests {
         assert!(!view.desired(&a).unwrap().enabled);
         state.update_cluster(&a, |c| c.remove(&CapabilityName::metrics()).map(|_| ())).await.unwrap();
         next_sync_now(&mut sa).await;
+        // a deleted cluster is cut off: its stream ends once the view no longer has it
         state.delete_cluster(&a).await.unwrap();
-        next_sync_now(&mut sa).await;
+        let ended = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(n) = sa.next().await {
+                n.unwrap();
+            }
+        });
+        ended.await.unwrap();
         check(&a).await;
         tasks.shutdown(Duration::from_secs(1)).await;
     }

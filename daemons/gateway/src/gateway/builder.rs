@@ -195,14 +195,22 @@ impl GatewayBuilder {
             p
         });
         let hub = Hub::start(settings.sync, os_seed(), &tasks, presence);
-        let view = Arc::new(crate::sync::DesiredView::default());
-        watch_store(state.clone(), hub.clone(), Arc::clone(&view), settings.sync.resync_interval, &tasks);
+        // one view of the registry and desired state, for Sync and admission, kept by the watcher
+        let view = Arc::new(crate::sync::StateView::default());
         let connections = opni_metrics_transport::grpc::Connections::default();
-        let admission = crate::admission::Admission::start(state.clone(), connections.clone(), hub.clone(), &tasks);
-        let loaded = Arc::clone(&admission);
+        watch_store(
+            state.clone(),
+            hub.clone(),
+            Arc::clone(&view),
+            connections.clone(),
+            settings.sync.resync_interval,
+            &tasks,
+        );
+        let loaded = Arc::clone(&view);
         ops.add_readiness_check("registry", move || {
             if loaded.is_loaded() { Ok(()) } else { Err("the registry is not loaded yet".to_owned()) }
         });
+        let admission = Arc::new(crate::admission::Admission::new(Arc::clone(&view)));
         let statuses = Arc::new(StatusCache::default());
         statuses.start_writer(state.clone(), &tasks);
         let upstream = UpstreamWatch::start(
