@@ -112,10 +112,7 @@ async fn join_refuses_bad_tokens_and_requests() {
 async fn a_retried_join_gets_the_same_identity() {
     let certs = common::certs();
     let upstream = Upstream::start(Behaviour::status(204)).await;
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    let mut gc = common::gateway_config(&certs, &upstream.url());
-    gc.grpc.tls = None;
-    let gw = common::start_gateway(gc.validate().unwrap().settings, Arc::clone(&store)).await;
+    let (gw, store) = common::embedded_ca_gateway(&certs, &upstream.url(), |_| {}).await;
     let Clients { mut public, mut admin, .. } = clients(&gw).await;
     let single = || CreateTokenRequest { ttl: None, max_uses: 1, labels: Default::default() };
 
@@ -160,25 +157,16 @@ async fn a_retried_join_gets_the_same_identity() {
 async fn an_agent_joins_with_the_ca_pin_alone() {
     let certs = common::certs();
     let upstream = Upstream::start(Behaviour::status(204)).await;
-    let mut gc = common::gateway_config(&certs, &upstream.url());
-    gc.grpc.tls = None;
-    let gw = common::start_gateway(gc.validate().unwrap().settings, Arc::new(MemoryStore::default())).await;
-    let Clients { mut admin, .. } = clients(&gw).await;
-    let token = admin
-        .create_token(CreateTokenRequest { ttl: None, max_uses: 1, labels: Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
+    let (gw, _store) = common::embedded_ca_gateway(&certs, &upstream.url(), |_| {}).await;
+    let token = common::create_token(&gw, 1).await;
     let ca = std::fs::read_to_string(&gw.ca_path).unwrap();
     assert_eq!(Some(token.ca_pin.clone()), opni_metrics_transport::tls::ca_pin_of_pem(&ca));
     assert!(token.ca_pin.starts_with("sha256:") && token.ca_pin.len() == 7 + 64, "{}", token.ca_pin);
 
     let config = |pin: &str, dir: &str| {
-        let mut ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
-        ac.gateway.tls = None;
-        ac.data_dir = certs.dir.path().join(dir);
-        ac.bootstrap.token = Some(token.token.clone());
-        ac.bootstrap.cluster_id = Some("pinned".into());
+        let mut ac =
+            common::joining_agent_config(&certs, &gw, &certs.dir.path().join(dir), &token.token, Some("pinned"));
+        ac.bootstrap.ca_file = None;
         ac.bootstrap.ca_pin = Some(pin.to_owned());
         ac
     };

@@ -47,12 +47,7 @@ impl Replica {
             ),
         )
         .unwrap();
-        let proc = Daemon::spawn_raw(
-            env!("CARGO_BIN_EXE_opni-metrics-gateway"),
-            vec![format!("--config={}", config.display())],
-            format!("http://127.0.0.1:{http}/readyz"),
-        )
-        .await;
+        let proc = Daemon::gateway_with_config(&config, http, "readyz").await;
         Self { proc: Some(proc), grpc, http, mgmt, dir }
     }
 

@@ -38,12 +38,7 @@ async fn start(name: &str, root: &Path, kubeconfig: &Path) -> Replica {
         ),
     )
     .unwrap();
-    let proc = Daemon::spawn_raw(
-        env!("CARGO_BIN_EXE_opni-metrics-gateway"),
-        vec![format!("--config={}", config.display())],
-        format!("http://127.0.0.1:{http}/healthz"),
-    )
-    .await;
+    let proc = Daemon::gateway_with_config(&config, http, "healthz").await;
     Replica { proc: Some(proc), mgmt, dir }
 }
 

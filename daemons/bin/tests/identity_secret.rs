@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{BearerAuth, Daemon, certs, management_channel, start_gateway};
-use opni_metrics_core::store::{MemoryStore, Store};
+use common::{BearerAuth, Daemon, certs, management_channel};
+use opni_metrics_proto::bootstrap::v1::RevokeTokenRequest;
 use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
-use opni_metrics_proto::bootstrap::v1::{CreateTokenRequest, RevokeTokenRequest};
 use opni_metrics_tests::kube_fake::FakeApiServer;
 use opni_metrics_tests::prometheus::free_port;
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
@@ -26,19 +23,12 @@ fn secret_data(api: &FakeApiServer) -> Option<serde_json::Value> {
 async fn an_agent_restarted_without_its_data_directory_keeps_its_identity() {
     let certs = certs();
     let upstream = Upstream::start(Behaviour::status(204)).await;
-    let mut gc = common::gateway_config(&certs, &upstream.url());
-    gc.grpc.tls = None;
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    let gw = start_gateway(gc.validate().unwrap().settings, Arc::clone(&store)).await;
+    let (gw, store) = common::embedded_ca_gateway(&certs, &upstream.url(), |_| {}).await;
+    let token = common::create_token(&gw, 1).await;
     let mut tokens = BootstrapClient::with_interceptor(
         management_channel(gw.management_addr).await,
         BearerAuth(gw.admin_token.clone()),
     );
-    let token = tokens
-        .create_token(CreateTokenRequest { ttl: None, max_uses: 1, labels: Default::default() })
-        .await
-        .unwrap()
-        .into_inner();
 
     let api = FakeApiServer::new();
     let served = api.serve().await.unwrap();

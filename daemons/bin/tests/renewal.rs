@@ -11,12 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use common::{BearerAuth, body, certs, management_channel, start_agent, start_gateway};
 use opni_metrics_core::duration::PromDuration;
-use opni_metrics_core::store::{MemoryStore, Store};
 use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
-use opni_metrics_proto::bootstrap::v1::{CreateTokenRequest, JoinRequest, RenewRequest};
+use opni_metrics_proto::bootstrap::v1::{JoinRequest, RenewRequest};
 use opni_metrics_proto::clusters::v1::DeleteClusterRequest;
 use opni_metrics_proto::clusters::v1::clusters_client::ClustersClient;
-use opni_metrics_proto::remote::v1::PushRequest;
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_tests::http::{get, push};
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
@@ -32,27 +30,16 @@ async fn gateway(
     cert_validity: Duration,
     max_connection_age: Duration,
 ) -> common::RunningGateway {
-    let mut gc = common::gateway_config(certs, &upstream.url());
-    gc.grpc.tls = None;
-    gc.bootstrap.cert_validity = PromDuration::from_millis(cert_validity.as_millis() as u64);
-    gc.grpc.max_connection_age = PromDuration::from_millis(max_connection_age.as_millis() as u64);
-    start_gateway(gc.validate().unwrap().settings, Arc::new(MemoryStore::default()) as Arc<dyn Store>).await
+    common::embedded_ca_gateway(certs, &upstream.url(), |gc| {
+        gc.bootstrap.cert_validity = PromDuration::from_millis(cert_validity.as_millis() as u64);
+        gc.grpc.max_connection_age = PromDuration::from_millis(max_connection_age.as_millis() as u64);
+    })
+    .await
+    .0
 }
 
 async fn token(gw: &common::RunningGateway) -> String {
-    BootstrapClient::with_interceptor(management_channel(gw.management_addr).await, BearerAuth(gw.admin_token.clone()))
-        .create_token(CreateTokenRequest { ttl: None, max_uses: 1, labels: Default::default() })
-        .await
-        .unwrap()
-        .into_inner()
-        .token
-}
-
-/// A channel to the gateway's agent listener with the identity in `files`.
-fn channel(gw: &common::RunningGateway, files: &TlsFiles) -> tonic::transport::Channel {
-    let (tx, rx) = watch::channel(Arc::new(files.client_config().unwrap()));
-    std::mem::forget(tx); // the config never changes in these tests
-    tls_channel(&gw.grpc_addr.to_string(), "localhost", rx, &ChannelOptions::default()).unwrap()
+    common::create_token(gw, 1).await.token
 }
 
 fn cert_period(files: &TlsFiles) -> (SystemTime, SystemTime) {
@@ -74,12 +61,7 @@ async fn an_agent_renews_its_certificate_before_it_expires_and_no_push_fails() {
     // agents renew at two thirds (8 s); connections live 2 s, so none outlives its certificate
     let gw = gateway(&certs, &upstream, Duration::from_secs(12), Duration::from_secs(2)).await;
     let dir = certs.dir.path().join("agent");
-    let mut ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
-    ac.gateway.tls = None;
-    ac.data_dir = dir.clone();
-    ac.bootstrap.token = Some(token(&gw).await);
-    ac.bootstrap.cluster_id = Some("renewing".into());
-    ac.bootstrap.ca_file = Some(gw.ca_path.clone());
+    let ac = common::joining_agent_config(&certs, &gw, &dir, &token(&gw).await, Some("renewing"));
     let agent = start_agent(&ac).await;
     let files = opni_metrics_agent::identity::files(&dir.join("identity"));
     let first = std::fs::read_to_string(&files.cert).unwrap();
@@ -125,13 +107,8 @@ async fn an_expired_certificate_is_refused_even_on_a_connection_made_while_it_wa
     let gw = start_gateway(gc.validate().unwrap().settings, store).await;
     let short = certs.pki.short_lived_agent("short", common::CLUSTER, Duration::from_secs(3));
     let files = common::files(&short);
-    let mut client = RemoteWriteClient::new(channel(&gw, &files));
-    let req = || PushRequest {
-        body: snap::raw::Encoder::new().compress_vec(&body(1)).unwrap().into(),
-        content_type: "application/x-protobuf".into(),
-        content_encoding: "snappy".into(),
-        ..Default::default()
-    };
+    let mut client = RemoteWriteClient::new(common::identity_channel(&gw, &files));
+    let req = common::push_request;
     let ok = client.push(req()).await.unwrap().into_inner();
     assert_eq!(ok.http_status, 204);
     until(cert_period(&files).1 + Duration::from_secs(1)).await;
@@ -149,12 +126,7 @@ async fn renewal_needs_the_current_certificate_and_a_registered_cluster() {
     let upstream = Upstream::start(Behaviour::status(204)).await;
     let gw = gateway(&certs, &upstream, Duration::from_secs(3600), Duration::from_secs(60)).await;
     let dir = certs.dir.path().join("agent");
-    let mut ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
-    ac.gateway.tls = None;
-    ac.data_dir = dir.clone();
-    ac.bootstrap.token = Some(token(&gw).await);
-    ac.bootstrap.cluster_id = Some("c1".into());
-    ac.bootstrap.ca_file = Some(gw.ca_path.clone());
+    let ac = common::joining_agent_config(&certs, &gw, &dir, &token(&gw).await, Some("c1"));
     let agent = start_agent(&ac).await;
     agent.shutdown().await;
     let id_dir = dir.join("identity");
@@ -162,7 +134,7 @@ async fn renewal_needs_the_current_certificate_and_a_registered_cluster() {
 
     // with the current certificate: a new one, for a new key, written in place
     let before = std::fs::read_to_string(&files.key).unwrap();
-    opni_metrics_agent::identity::renew(&id_dir, channel(&gw, &files)).await.unwrap();
+    opni_metrics_agent::identity::renew(&id_dir, common::identity_channel(&gw, &files)).await.unwrap();
     assert_ne!(std::fs::read_to_string(&files.key).unwrap(), before);
     assert!(files.client_config().is_ok(), "the new key and certificate match");
 
@@ -184,7 +156,7 @@ async fn renewal_needs_the_current_certificate_and_a_registered_cluster() {
     .await
     .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
-    let e = BootstrapClient::new(channel(&gw, &files))
+    let e = BootstrapClient::new(common::identity_channel(&gw, &files))
         .renew(RenewRequest { csr_pem: "not a csr".into() })
         .await
         .unwrap_err();
@@ -196,7 +168,7 @@ async fn renewal_needs_the_current_certificate_and_a_registered_cluster() {
         .await
         .unwrap();
     let cert = std::fs::read_to_string(&files.cert).unwrap();
-    let e = opni_metrics_agent::identity::renew(&id_dir, channel(&gw, &files)).await.unwrap_err();
+    let e = opni_metrics_agent::identity::renew(&id_dir, common::identity_channel(&gw, &files)).await.unwrap_err();
     match e {
         opni_metrics_agent::identity::RenewError::Refused { code, message } => {
             assert_eq!(code, Code::PermissionDenied);
@@ -230,11 +202,7 @@ async fn an_agent_whose_join_answer_was_lost_joins_again_with_the_same_token() {
         .into_inner();
 
     // restarted with the same (now used up) token: the same identity, no second tenant
-    let mut ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
-    ac.gateway.tls = None;
-    ac.data_dir = certs.dir.path().join("agent");
-    ac.bootstrap.token = Some(token);
-    ac.bootstrap.ca_file = Some(gw.ca_path.clone());
+    let ac = common::joining_agent_config(&certs, &gw, &certs.dir.path().join("agent"), &token, None);
     let agent = start_agent(&ac).await;
     assert_eq!(std::fs::read_to_string(id_dir.join("cert.pem")).unwrap(), lost.certificate_chain_pem);
     common::install(&gw, &lost.cluster_id).await;

@@ -6,79 +6,32 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{BearerAuth, WAIT, body, certs, management_channel, start_agent, start_gateway};
-use opni_metrics_core::store::{MemoryStore, Store};
+use common::{BearerAuth, WAIT, body, certs, management_channel, start_agent};
 use opni_metrics_core::{CapabilityName, ClusterId, Timestamp};
+use opni_metrics_proto::bootstrap::v1::RenewRequest;
 use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
-use opni_metrics_proto::bootstrap::v1::{CreateTokenRequest, RenewRequest};
-use opni_metrics_proto::capability::v1::InstallRequest;
-use opni_metrics_proto::capability::v1::capability_client::CapabilityClient;
 use opni_metrics_proto::clusters::v1::DeleteClusterRequest;
 use opni_metrics_proto::clusters::v1::clusters_client::ClustersClient;
 use opni_metrics_proto::node::v1::NotificationsRequest;
 use opni_metrics_proto::node::v1::node_sync_client::NodeSyncClient;
-use opni_metrics_proto::remote::v1::PushRequest;
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_tests::http::{eventually, get, metric_sum, push};
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
-use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
 use opni_metrics_transport::tls::TlsFiles;
-use tokio::sync::watch;
 use tonic::Code;
-
-fn channel(gw: &common::RunningGateway, files: &TlsFiles) -> tonic::transport::Channel {
-    let (tx, rx) = watch::channel(Arc::new(files.client_config().unwrap()));
-    std::mem::forget(tx);
-    tls_channel(&gw.grpc_addr.to_string(), "localhost", rx, &ChannelOptions::default()).unwrap()
-}
-
-fn push_request() -> PushRequest {
-    PushRequest {
-        body: snap::raw::Encoder::new().compress_vec(&body(1)).unwrap().into(),
-        content_type: "application/x-protobuf".into(),
-        content_encoding: "snappy".into(),
-        ..Default::default()
-    }
-}
 
 /// Joins an agent as `cluster` (keeping its identity under `dir`), and returns the identity's
 /// files once the agent has stopped.
 async fn join(gw: &common::RunningGateway, certs: &common::Certs, dir: &std::path::Path, cluster: &str) -> TlsFiles {
-    let token = BootstrapClient::with_interceptor(
-        management_channel(gw.management_addr).await,
-        BearerAuth(gw.admin_token.clone()),
-    )
-    .create_token(CreateTokenRequest { ttl: None, max_uses: 1, labels: Default::default() })
-    .await
-    .unwrap()
-    .into_inner()
-    .token;
-    let mut ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
-    ac.gateway.tls = None;
-    ac.data_dir = dir.to_owned();
-    ac.bootstrap.token = Some(token);
-    ac.bootstrap.cluster_id = Some(cluster.into());
-    ac.bootstrap.ca_file = Some(gw.ca_path.clone());
-    start_agent(&ac).await.shutdown().await;
+    let token = common::create_token(gw, 1).await.token;
+    start_agent(&common::joining_agent_config(certs, gw, dir, &token, Some(cluster))).await.shutdown().await;
     opni_metrics_agent::identity::files(&dir.join("identity"))
-}
-
-async fn install(gw: &common::RunningGateway, cluster: &str) {
-    CapabilityClient::with_interceptor(
-        management_channel(gw.management_addr).await,
-        BearerAuth(gw.admin_token.clone()),
-    )
-    .install(InstallRequest { cluster: cluster.into(), ignore_warnings: true })
-    .await
-    .unwrap();
 }
 
 /// Pushes with `client` until the answer is not a transport failure of a closed connection.
 async fn push_code(client: &mut RemoteWriteClient<tonic::transport::Channel>) -> Result<u32, tonic::Status> {
     eventually(WAIT, "a push answered", || async {
-        match client.clone().push(push_request()).await {
+        match client.clone().push(common::push_request()).await {
             Ok(r) => Ok(Ok(r.into_inner().http_status)),
             Err(s) if matches!(s.code(), Code::Unavailable | Code::Cancelled | Code::Unknown) => {
                 Err(format!("{:?}: {}", s.code(), s.message()))
@@ -94,15 +47,12 @@ async fn push_code(client: &mut RemoteWriteClient<tonic::transport::Channel>) ->
 async fn only_installed_clusters_write_and_a_deleted_cluster_is_cut_off() {
     let certs = certs();
     let upstream = Upstream::start(Behaviour::status(204)).await;
-    let mut gc = common::gateway_config(&certs, &upstream.url());
-    gc.grpc.tls = None;
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    let gw = start_gateway(gc.validate().unwrap().settings, Arc::clone(&store)).await;
+    let (gw, _store) = common::embedded_ca_gateway(&certs, &upstream.url(), |_| {}).await;
     let files = join(&gw, &certs, &certs.dir.path().join("one"), "c1").await;
-    let mut client = RemoteWriteClient::new(channel(&gw, &files));
+    let mut client = RemoteWriteClient::new(common::identity_channel(&gw, &files));
 
     // joined, capability not installed: refused, and the agent tells Prometheus to retry
-    let e = client.push(push_request()).await.unwrap_err();
+    let e = client.push(common::push_request()).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
     assert!(e.message().contains("not installed"), "{e}");
     let mut ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
@@ -119,10 +69,10 @@ async fn only_installed_clusters_write_and_a_deleted_cluster_is_cut_off() {
     );
 
     // installed: admitted (the view follows the store watch)
-    install(&gw, "c1").await;
+    common::install(&gw, "c1").await;
     assert_eq!(push_code(&mut client).await.unwrap(), 204);
     eventually(WAIT, "admitted", || async {
-        match client.clone().push(push_request()).await {
+        match client.clone().push(common::push_request()).await {
             Ok(r) if r.get_ref().http_status == 204 => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -135,7 +85,7 @@ async fn only_installed_clusters_write_and_a_deleted_cluster_is_cut_off() {
     let c1 = ClusterId::new("c1").unwrap();
     state.update_cluster(&c1, |c| c.mark_for_uninstall(&CapabilityName::metrics(), Timestamp(1))).await.unwrap();
     eventually(WAIT, "refused while uninstalling", || async {
-        match client.clone().push(push_request()).await {
+        match client.clone().push(common::push_request()).await {
             Err(s) if s.code() == Code::FailedPrecondition && s.message().contains("being uninstalled") => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -145,8 +95,11 @@ async fn only_installed_clusters_write_and_a_deleted_cluster_is_cut_off() {
     state.update_cluster(&c1, |c| c.remove(&CapabilityName::metrics()).map(|_| ())).await.unwrap();
 
     // an open notification stream and connection, then the cluster is deleted
-    let mut stream =
-        NodeSyncClient::new(channel(&gw, &files)).notifications(NotificationsRequest {}).await.unwrap().into_inner();
+    let mut stream = NodeSyncClient::new(common::identity_channel(&gw, &files))
+        .notifications(NotificationsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     eventually(WAIT, "the agent is connected", || async {
         if gw.hub().is_connected(&c1).await { Ok(()) } else { Err("not yet".to_owned()) }
     })
@@ -172,10 +125,10 @@ async fn only_installed_clusters_write_and_a_deleted_cluster_is_cut_off() {
 
     // a cluster of the same id joins again: the new identity writes, the old one stays refused
     let files2 = join(&gw, &certs, &certs.dir.path().join("two"), "c1").await;
-    install(&gw, "c1").await;
-    let client2 = RemoteWriteClient::new(channel(&gw, &files2));
+    common::install(&gw, "c1").await;
+    let client2 = RemoteWriteClient::new(common::identity_channel(&gw, &files2));
     eventually(WAIT, "the new identity writes", || async {
-        match client2.clone().push(push_request()).await {
+        match client2.clone().push(common::push_request()).await {
             Ok(r) if r.get_ref().http_status == 204 => Ok(()),
             other => Err(format!("{other:?}")),
         }
@@ -185,8 +138,10 @@ async fn only_installed_clusters_write_and_a_deleted_cluster_is_cut_off() {
     let e = push_code(&mut client).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     assert!(e.message().contains("revoked"), "{e}");
-    let e =
-        BootstrapClient::new(channel(&gw, &files)).renew(RenewRequest { csr_pem: "unused".into() }).await.unwrap_err();
+    let e = BootstrapClient::new(common::identity_channel(&gw, &files))
+        .renew(RenewRequest { csr_pem: "unused".into() })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e}");
     assert!(upstream.requests().iter().all(|r| r.tenants == ["c1"]));
     gw.shutdown().await;

@@ -10,13 +10,11 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{BearerAuth, WAIT, body, certs, gateway_config, management_channel, start_agent, start_gateway};
+use common::{WAIT, body, certs, gateway_config, start_agent, start_gateway};
 use opni_metrics_core::store::{MemoryStore, Store};
 use opni_metrics_gateway::Gateway;
 use opni_metrics_gateway::ca::CaError;
 use opni_metrics_gateway::settings::CaFiles;
-use opni_metrics_proto::bootstrap::v1::CreateTokenRequest;
-use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
 use opni_metrics_tests::http::{eventually, push};
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
 
@@ -68,22 +66,8 @@ async fn an_agent_joined_through_one_replica_is_trusted_by_another() {
     assert_eq!(std::fs::read_to_string(&one.ca_path).unwrap().trim(), pem.trim(), "agents get the operator's CA");
 
     // join through replica one
-    let token = BootstrapClient::with_interceptor(
-        management_channel(one.management_addr).await,
-        BearerAuth(one.admin_token.clone()),
-    )
-    .create_token(CreateTokenRequest { ttl: None, max_uses: 1, labels: Default::default() })
-    .await
-    .unwrap()
-    .into_inner()
-    .token;
-    let agent_dir = dir.path().join("agent");
-    let mut ac = common::agent_config(&certs().agent, &one.grpc_addr.to_string());
-    ac.gateway.tls = None;
-    ac.data_dir = agent_dir.clone();
-    ac.bootstrap.token = Some(token);
-    ac.bootstrap.cluster_id = Some("shared".into());
-    ac.bootstrap.ca_file = Some(one.ca_path.clone());
+    let token = common::create_token(&one, 1).await.token;
+    let ac = common::joining_agent_config(&certs(), &one, &dir.path().join("agent"), &token, Some("shared"));
     let agent = start_agent(&ac).await;
     common::install(&one, "shared").await;
     common::push_until_ok(&format!("http://{}/api/agent/push", agent.addr)).await;

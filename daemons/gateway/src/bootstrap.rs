@@ -246,10 +246,12 @@ impl BootstrapService {
         wanted: Option<&ClusterId>,
     ) -> Result<Option<JoinRecord>, Status> {
         let Some((token_id, _)) = token.split_once('.') else { return Ok(None) };
-        let found =
-            self.state.joins().await.map_err(status)?.into_iter().find(|j| {
-                j.token_id == token_id && j.key_sha256 == key_sha256 && wanted.is_none_or(|w| *w == j.cluster)
-            });
+        let matches = |j: &JoinRecord| j.token_id == token_id && j.key_sha256 == key_sha256;
+        // a named cluster's join is read directly; only a generated id needs the scan
+        let found = match wanted {
+            Some(id) => self.state.join(id).await.map_err(status)?.filter(|j| matches(j)),
+            None => self.state.joins().await.map_err(status)?.into_iter().find(|j| matches(j)),
+        };
         let Some(j) = found else { return Ok(None) };
         if now().as_millis().saturating_sub(j.joined_at.as_millis()) > RETRY_WINDOW.as_millis() as u64 {
             return Ok(None);

@@ -431,6 +431,11 @@ impl State {
         }
     }
 
+    /// The last join of cluster `id`, if it joined with a token.
+    pub(crate) async fn join(&self, id: &ClusterId) -> Result<Option<crate::bootstrap::JoinRecord>, StateError> {
+        Ok(self.get(&format!("{JOINS}{id}")).await?.map(|(j, _)| j))
+    }
+
     /// The last join of every cluster that joined with a token.
     pub(crate) async fn joins(&self) -> Result<Vec<crate::bootstrap::JoinRecord>, StateError> {
         Ok(self.list::<crate::bootstrap::JoinRecord>(JOINS).await?.into_iter().map(|(_, j)| j).collect())

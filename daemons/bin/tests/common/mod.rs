@@ -172,6 +172,17 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// The gateway binary with the config file `config`, once `http://127.0.0.1:<http>/<probe>`
+    /// answers 2xx.
+    pub async fn gateway_with_config(config: &std::path::Path, http: u16, probe: &str) -> Self {
+        Self::spawn(
+            env!("CARGO_BIN_EXE_opni-metrics-gateway"),
+            vec![format!("--config={}", config.display())],
+            format!("http://127.0.0.1:{http}/{probe}"),
+        )
+        .await
+    }
+
     /// Spawns `bin` with `args` and waits until `ready_url` answers 2xx.
     pub async fn spawn_raw(bin: &str, args: Vec<String>, ready_url: String) -> Self {
         Self::spawn(bin, args, ready_url).await
@@ -306,12 +317,7 @@ impl GatewayProcess {
             ),
         )
         .unwrap();
-        let proc = Daemon::spawn_raw(
-            env!("CARGO_BIN_EXE_opni-metrics-gateway"),
-            vec![format!("--config={}", config.display())],
-            format!("http://127.0.0.1:{http}/readyz"),
-        )
-        .await;
+        let proc = Daemon::gateway_with_config(&config, http, "readyz").await;
         Self { proc, grpc, http, mgmt, dir: state }
     }
 }
@@ -367,4 +373,75 @@ pub async fn push_until_ok(url: &str) {
     })
     .await
     .unwrap();
+}
+
+/// A gateway whose embedded CA serves and signs (no `grpc.tls`), over a fresh memory store
+/// (returned too), after `tweak` of its config.
+pub async fn embedded_ca_gateway(
+    certs: &Certs,
+    upstream_url: &str,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> (RunningGateway, Arc<dyn Store>) {
+    let mut gc = gateway_config(certs, upstream_url);
+    gc.grpc.tls = None;
+    tweak(&mut gc);
+    let store: Arc<dyn Store> = Arc::new(opni_metrics_core::store::MemoryStore::default());
+    (start_gateway(gc.validate().unwrap().settings, Arc::clone(&store)).await, store)
+}
+
+/// A bootstrap token of `max_uses` uses, made through the management API.
+pub async fn create_token(gw: &RunningGateway, max_uses: u32) -> opni_metrics_proto::bootstrap::v1::BootstrapToken {
+    opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient::with_interceptor(
+        management_channel(gw.management_addr).await,
+        BearerAuth(gw.admin_token.clone()),
+    )
+    .create_token(opni_metrics_proto::bootstrap::v1::CreateTokenRequest {
+        ttl: None,
+        max_uses,
+        labels: Default::default(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+/// The config of an agent that joins `gw` with `token` as `cluster` (generated when `None`),
+/// verifying it with its CA file, and keeps its identity under `data_dir`.
+pub fn joining_agent_config(
+    certs: &Certs,
+    gw: &RunningGateway,
+    data_dir: &std::path::Path,
+    token: &str,
+    cluster: Option<&str>,
+) -> AgentConfig {
+    let mut ac = agent_config(&certs.agent, &gw.grpc_addr.to_string());
+    ac.gateway.tls = None;
+    ac.data_dir = data_dir.to_owned();
+    ac.bootstrap.token = Some(token.to_owned());
+    ac.bootstrap.cluster_id = cluster.map(str::to_owned);
+    ac.bootstrap.ca_file = Some(gw.ca_path.clone());
+    ac
+}
+
+/// A channel to `gw`'s agent listener presenting the identity in `files` (which never change).
+pub fn identity_channel(gw: &RunningGateway, files: &TlsFiles) -> tonic::transport::Channel {
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(files.client_config().unwrap()));
+    std::mem::forget(tx);
+    opni_metrics_transport::grpc::tls_channel(
+        &gw.grpc_addr.to_string(),
+        "localhost",
+        rx,
+        &opni_metrics_transport::grpc::ChannelOptions::default(),
+    )
+    .unwrap()
+}
+
+/// A one-series remote-write 1.0 `Push`, as the agent sends it.
+pub fn push_request() -> opni_metrics_proto::remote::v1::PushRequest {
+    opni_metrics_proto::remote::v1::PushRequest {
+        body: snap::raw::Encoder::new().compress_vec(&body(1)).unwrap().into(),
+        content_type: "application/x-protobuf".into(),
+        content_encoding: "snappy".into(),
+        ..Default::default()
+    }
 }
