@@ -308,8 +308,10 @@ impl EmbeddedStore {
             if db.broken.load(Ordering::Acquire) {
                 handle.failed(&db);
             }
-            // the database handle goes before the operation counts as done
+            // the database (also held through the handle) goes before the operation counts as
+            // done: once quiesced, the store's last owner closes the file
             drop(db);
+            drop(handle);
             drop(running);
             out
         })
