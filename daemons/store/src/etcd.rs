@@ -205,6 +205,48 @@ impl EtcdStore {
         Ok(())
     }
 
+    /// Grants a lease of `ttl`.
+    async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let req = pb::LeaseGrantRequest { ttl: i64::try_from(ttl.as_secs()).unwrap_or(15), id: 0 };
+        let lease =
+            self.call("lease grant", true, |ch| async move { LeaseClient::new(ch).lease_grant(req).await }).await?;
+        if !lease.error.is_empty() || lease.id == 0 {
+            return Err(StoreError::Unavailable(Box::new(EtcdError::Malformed("lease grant refused"))));
+        }
+        Ok(lease.id)
+    }
+
+    /// Opens the keep-alive stream of `lease` within `within`, sending its first keep-alive
+    /// (etcd answers the stream's headers with its first response): the sender for the next
+    /// ones, and the responses.
+    async fn keep_alive(
+        &self,
+        lease: i64,
+        within: Duration,
+    ) -> Result<
+        (tokio::sync::mpsc::Sender<pb::LeaseKeepAliveRequest>, tonic::Streaming<pb::LeaseKeepAliveResponse>),
+        StoreError,
+    > {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let _ = tx.try_send(pb::LeaseKeepAliveRequest { id: lease });
+        let mut client = LeaseClient::new(self.channel());
+        let open = client.lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let failure = |status| StoreError::from(Failure { op: "lease keepalive", endpoint: self.endpoint(), status });
+        match tokio::time::timeout(within, open).await {
+            Ok(Ok(r)) => Ok((tx, r.into_inner())),
+            Ok(Err(status)) => Err(failure(status)),
+            Err(_) => Err(failure(tonic::Status::deadline_exceeded("no answer to the first keep-alive"))),
+        }
+    }
+
+    /// Revokes `lease` (its keys go with it), waiting at most 2 s.
+    async fn revoke_lease(&self, lease: i64) {
+        let revoke = self.call("lease revoke", false, |ch| async move {
+            LeaseClient::new(ch).lease_revoke(pb::LeaseRevokeRequest { id: lease }).await
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(2), revoke).await;
+    }
+
     /// The channel of the current member.
     fn channel(&self) -> Channel {
         let i = self.current.load(Ordering::Relaxed) % self.members.len().max(1);

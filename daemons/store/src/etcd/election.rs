@@ -12,9 +12,8 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
 
@@ -120,41 +119,15 @@ impl Election {
     async fn term(&self) -> Result<(), TermEnd> {
         let ttl = self.settings.ttl;
         let sent = Instant::now();
-        let grant = pb::LeaseGrantRequest { ttl: i64::try_from(ttl.as_secs()).unwrap_or(15), id: 0 };
-        let lease = self
-            .store
-            .call("lease grant", true, |ch| {
-                let g = grant;
-                async move { LeaseClient::new(ch).lease_grant(g).await }
-            })
-            .await
-            .map_err(StoreError::from)?;
-        if !lease.error.is_empty() || lease.id == 0 {
-            return Err(TermEnd::Etcd(StoreError::Unavailable(Box::new(EtcdError::Malformed("lease grant refused")))));
-        }
-        let _revoke = Revoke { store: Arc::clone(&self.store), id: lease.id };
-        let (ka_tx, ka_rx) = mpsc::channel::<pb::LeaseKeepAliveRequest>(4);
-        // send times of keep-alives not answered yet, oldest first; the first goes now (etcd
-        // answers the stream's headers with its first response)
-        let mut pending: VecDeque<Instant> = VecDeque::new();
-        if ka_tx.try_send(pb::LeaseKeepAliveRequest { id: lease.id }).is_ok() {
-            pending.push_back(Instant::now());
-        }
-        let mut client = LeaseClient::new(self.store.channel());
-        let open = client.lease_keep_alive(ReceiverStream::new(ka_rx));
-        let mut responses = match tokio::time::timeout(ttl / 3, open).await {
-            Ok(Ok(r)) => r.into_inner(),
-            Ok(Err(status)) => {
-                return Err(TermEnd::Etcd(
-                    Failure { op: "lease keepalive", endpoint: self.store.endpoint(), status }.into(),
-                ));
-            }
-            Err(_) => return Err(TermEnd::Late),
-        };
+        let lease = self.store.grant_lease(ttl).await?;
+        let _revoke = Revoke { store: Arc::clone(&self.store), id: lease };
+        // send times of keep-alives not answered yet, oldest first (the first is sent now)
+        let mut pending: VecDeque<Instant> = VecDeque::from([Instant::now()]);
+        let (ka_tx, mut responses) = self.store.keep_alive(lease, ttl / 3).await?;
         let mut last_ok = sent;
         let mut tick = tokio::time::interval_at(Instant::now() + ttl / 3, ttl / 3);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut campaign = std::pin::pin!(self.campaign(lease.id));
+        let mut campaign = std::pin::pin!(self.campaign(lease));
         let mut leading = false;
         loop {
             let deadline = last_ok + ttl - self.settings.margin;
@@ -166,7 +139,7 @@ impl Election {
                     return Err(TermEnd::Late);
                 }
                 _ = tick.tick() => {
-                    if ka_tx.try_send(pb::LeaseKeepAliveRequest { id: lease.id }).is_ok() {
+                    if ka_tx.try_send(pb::LeaseKeepAliveRequest { id: lease }).is_ok() {
                         pending.push_back(Instant::now());
                     }
                 }
@@ -242,12 +215,7 @@ impl Drop for Revoke {
         let store = Arc::clone(&self.store);
         let id = self.id;
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let revoke = store.call("lease revoke", false, |ch| async move {
-                    LeaseClient::new(ch).lease_revoke(pb::LeaseRevokeRequest { id }).await
-                });
-                let _ = tokio::time::timeout(Duration::from_secs(2), revoke).await;
-            });
+            handle.spawn(async move { store.revoke_lease(id).await });
         }
     }
 }

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::*;
 
@@ -72,22 +71,12 @@ impl Session {
             for (k, v) in &keys {
                 let _ = self.put_leased(k, v.clone(), lease).await;
             }
-            let (ka_tx, ka_rx) = mpsc::channel::<pb::LeaseKeepAliveRequest>(4);
-            let _ = ka_tx.try_send(pb::LeaseKeepAliveRequest { id: lease });
-            let mut client = LeaseClient::new(self.store.channel());
-            let mut responses =
-                match tokio::time::timeout(self.ttl / 3, client.lease_keep_alive(ReceiverStream::new(ka_rx))).await {
-                    Ok(Ok(r)) => r.into_inner(),
-                    _ => continue,
-                };
+            let Ok((ka_tx, mut responses)) = self.store.keep_alive(lease, self.ttl / 3).await else { continue };
             let mut tick = tokio::time::interval_at(Instant::now() + self.ttl / 3, self.ttl / 3);
             loop {
                 tokio::select! {
                     () = &mut stop => {
-                        let revoke = self.store.call("lease revoke", false, |ch| async move {
-                            LeaseClient::new(ch).lease_revoke(pb::LeaseRevokeRequest { id: lease }).await
-                        });
-                        let _ = tokio::time::timeout(Duration::from_secs(2), revoke).await;
+                        self.store.revoke_lease(lease).await;
                         return;
                     }
                     op = rx.recv() => match op {
@@ -119,19 +108,10 @@ impl Session {
     }
 
     async fn grant(&self) -> Option<i64> {
-        let req = pb::LeaseGrantRequest { ttl: i64::try_from(self.ttl.as_secs()).unwrap_or(15), id: 0 };
-        match self
-            .store
-            .call("lease grant", true, |ch| {
-                let r = req;
-                async move { LeaseClient::new(ch).lease_grant(r).await }
-            })
-            .await
-        {
-            Ok(l) if l.error.is_empty() && l.id != 0 => Some(l.id),
-            Ok(_) => None,
-            Err(f) => {
-                tracing::warn!(error = %StoreError::from(f), "cannot grant the session lease; retrying");
+        match self.store.grant_lease(self.ttl).await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot grant the session lease; retrying");
                 None
             }
         }
