@@ -378,6 +378,7 @@ impl Gateway {
             .max_concurrent_streams(Some(4096))
             .initial_connection_window_size(Some(8 << 20))
             .initial_stream_window_size(Some(2 << 20))
+            .max_frame_size(Some(s.max_frame_size))
             .add_routes(self.agent_services())
             .add_service(health.clone())
             .add_service(reflection()?)

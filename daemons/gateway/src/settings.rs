@@ -309,6 +309,9 @@ pub struct GatewaySettings {
     pub max_handshakes: usize,
     /// Most open agent-facing connections; more are closed at once. Default 10,000.
     pub max_connections: usize,
+    /// The largest HTTP/2 frame the agent-facing server accepts (`SETTINGS_MAX_FRAME_SIZE`,
+    /// 16 KiB to 16 MiB − 1). Larger frames mean fewer frames and writes per pushed body.
+    pub max_frame_size: u32,
     /// Deadline of every agent-facing RPC on the server (the time until its answer starts; a
     /// notification stream is not cut). Default 30 s; above `upstream.timeout`.
     pub rpc_timeout: Duration,
@@ -353,6 +356,7 @@ impl Default for GatewaySettings {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 256,
             max_connections: 10_000,
+            max_frame_size: 16_384,
             rpc_timeout: Duration::from_secs(30),
             join_rate_per_minute: 10,
             upstream: UpstreamSettings::default(),
@@ -420,6 +424,9 @@ impl GatewaySettings {
         }
         if self.max_handshakes == 0 || self.max_connections == 0 || self.join_rate_per_minute == 0 {
             return Err(invalid("grpc.maxConnections", "connection, handshake and join limits must be at least 1"));
+        }
+        if !(16_384..=16_777_215).contains(&self.max_frame_size) {
+            return Err(invalid("grpc.maxFrameSize", "must be from 16384 to 16777215 bytes (HTTP/2's bounds)"));
         }
         if self.rpc_timeout <= self.upstream.timeout {
             return Err(invalid("grpc.requestTimeout", "must be above upstream.timeout, or every slow push is cut"));

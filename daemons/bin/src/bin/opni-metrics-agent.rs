@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use opni_metrics_daemons::config::agent::{AgentConfig, DriverKind};
-use opni_metrics_daemons::{LogFormat, Refusal, exit, load_yaml, refusal, serve};
+use opni_metrics_daemons::{LogFormat, Refusal, exit, failure, load_yaml, refusal, serve};
 use opni_metrics_transport::tls::TlsFiles;
 
 /// The opni-metrics agent.
@@ -71,6 +71,9 @@ struct Args {
     /// Log filter in RUST_LOG syntax (log.level).
     #[arg(long, env = "OPNI_AGENT_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Threads running the agent's tasks, 0 for one per CPU; default 1 (runtime.workerThreads).
+    #[arg(long, env = "OPNI_AGENT_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -116,17 +119,23 @@ fn config(args: &Args) -> Result<AgentConfig, opni_metrics_daemons::ConfigError>
     if args.validate {
         c.remote_write.validate = true;
     }
+    if let Some(v) = args.worker_threads {
+        c.runtime.worker_threads = Some(v);
+    }
     c.log.override_with(args.log_format, args.log_level.as_ref());
     Ok(c)
 }
 
-async fn run(args: Args) -> Result<(), Refusal> {
-    let cfg = config(&args).map_err(refusal(""))?;
+async fn run(check_config: bool, cfg: AgentConfig) -> Result<(), Refusal> {
     let plan = cfg.validate().map_err(refusal("invalid configuration"))?;
-    serve(args.check_config, &cfg.log, || Box::pin(opni_metrics_daemons::start_agent(plan))).await
+    serve(check_config, &cfg.log, || Box::pin(opni_metrics_daemons::start_agent(plan))).await
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    exit("opni-metrics-agent", run(Args::parse()).await)
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let run = config(&args).map_err(refusal("")).and_then(|cfg| {
+        let rt = cfg.runtime.build("agent", 1).map_err(failure("cannot start the runtime"))?;
+        rt.block_on(run(args.check_config, cfg))
+    });
+    exit("opni-metrics-agent", run)
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use opni_metrics_daemons::config::gateway::GatewayConfig;
-use opni_metrics_daemons::{LogFormat, Refusal, exit, load_yaml, refusal, serve};
+use opni_metrics_daemons::{LogFormat, Refusal, exit, failure, load_yaml, refusal, serve};
 use opni_metrics_transport::tls::TlsFiles;
 
 /// The opni-metrics gateway.
@@ -64,6 +64,12 @@ struct Args {
     /// Log filter in RUST_LOG syntax, e.g. info or debug (log.level).
     #[arg(long, env = "OPNI_GATEWAY_LOG_LEVEL")]
     log_level: Option<String>,
+    /// Largest HTTP/2 frame accepted from agents, bytes (grpc.maxFrameSize).
+    #[arg(long, env = "OPNI_GATEWAY_GRPC_MAX_FRAME_SIZE")]
+    grpc_max_frame_size: Option<u32>,
+    /// Threads running the gateway's tasks, 0 for one per CPU; default one per CPU (runtime.workerThreads).
+    #[arg(long, env = "OPNI_GATEWAY_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     /// Check the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -103,17 +109,26 @@ fn config(args: &Args) -> Result<GatewayConfig, opni_metrics_daemons::ConfigErro
     if let Some(v) = &args.upstream_tenant_header {
         c.upstream.tenant_header.clone_from(v);
     }
+    if let Some(v) = args.grpc_max_frame_size {
+        c.grpc.max_frame_size = v;
+    }
+    if let Some(v) = args.worker_threads {
+        c.runtime.worker_threads = Some(v);
+    }
     c.log.override_with(args.log_format, args.log_level.as_ref());
     Ok(c)
 }
 
-async fn run(args: Args) -> Result<(), Refusal> {
-    let cfg = config(&args).map_err(refusal(""))?;
+async fn run(check_config: bool, cfg: GatewayConfig) -> Result<(), Refusal> {
     let plan = cfg.validate().map_err(refusal("invalid configuration"))?;
-    serve(args.check_config, &cfg.log, || Box::pin(opni_metrics_daemons::start_gateway(plan))).await
+    serve(check_config, &cfg.log, || Box::pin(opni_metrics_daemons::start_gateway(plan))).await
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    exit("opni-metrics-gateway", run(Args::parse()).await)
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let run = config(&args).map_err(refusal("")).and_then(|cfg| {
+        let rt = cfg.runtime.build("gateway", 0).map_err(failure("cannot start the runtime"))?;
+        rt.block_on(run(args.check_config, cfg))
+    });
+    exit("opni-metrics-gateway", run)
 }

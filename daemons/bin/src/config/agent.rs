@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub log: LogConfig,
     /// Rule discovery timing (what is discovered comes from the gateway's node spec).
     pub rules: AgentRulesConfig,
+    /// The async runtime (`workerThreads`).
+    pub runtime: super::RuntimeConfig,
 }
 
 /// Rule discovery timing.
@@ -64,6 +66,7 @@ impl Default for AgentConfig {
             remote_write: AgentRemoteWriteConfig::default(),
             log: LogConfig::default(),
             rules: AgentRulesConfig::default(),
+            runtime: super::RuntimeConfig::default(),
         }
     }
 }

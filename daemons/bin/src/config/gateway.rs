@@ -58,6 +58,8 @@ pub struct GatewayConfig {
     pub ca: Option<CaConfig>,
     /// Leader election among replicas on etcd (who runs the uninstall tasks).
     pub election: ElectionConfig,
+    /// The async runtime (`workerThreads`).
+    pub runtime: super::RuntimeConfig,
 }
 
 /// Leader election among gateway replicas on etcd.
@@ -104,6 +106,7 @@ impl Default for GatewayConfig {
             console: super::readers::ConsoleConfig::default(),
             ca: None,
             election: ElectionConfig::default(),
+            runtime: super::RuntimeConfig::default(),
         }
     }
 }
@@ -184,6 +187,9 @@ pub struct GrpcConfig {
     pub max_handshakes: usize,
     /// Most open agent connections; more are closed at once.
     pub max_connections: usize,
+    /// The largest HTTP/2 frame accepted from agents, bytes (16384 to 16777215): a pushed body
+    /// then crosses in fewer frames and writes.
+    pub max_frame_size: u32,
     /// Server-side deadline of every agent RPC (above upstream.timeout).
     pub request_timeout: PromDuration,
 }
@@ -197,6 +203,7 @@ impl Default for GrpcConfig {
             handshake_timeout: PromDuration::from_secs(10),
             max_handshakes: 256,
             max_connections: 10_000,
+            max_frame_size: 16_384,
             request_timeout: PromDuration::from_secs(30),
         }
     }
@@ -444,6 +451,7 @@ impl GatewayConfig {
         s.max_connection_age = self.grpc.max_connection_age.as_duration().max(Duration::from_secs(1));
         s.handshake_timeout = self.grpc.handshake_timeout.as_duration().max(Duration::from_millis(100));
         s.max_handshakes = self.grpc.max_handshakes;
+        s.max_frame_size = self.grpc.max_frame_size;
         s.max_connections = self.grpc.max_connections;
         s.rpc_timeout = self.grpc.request_timeout.as_duration();
         s.join_rate_per_minute = self.bootstrap.join_rate_per_minute;
