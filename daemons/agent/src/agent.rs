@@ -15,7 +15,8 @@ use http_body_util::Full;
 use opni_metrics_core::driver::{DriverError, NodeDriver};
 use opni_metrics_core::node::{NodeConfig, NodeStatus};
 use opni_metrics_transport::Tasks;
-use opni_metrics_transport::grpc::{ChannelError, tls_channel};
+use opni_metrics_transport::channel::GatewayChannel;
+use opni_metrics_transport::grpc::ChannelError;
 use opni_metrics_transport::http::{self as http_server, ServerOptions};
 use opni_metrics_transport::metrics::{Metered, MetricsLayer};
 use opni_metrics_transport::ops::Ops;
@@ -23,7 +24,6 @@ use opni_metrics_transport::tls::{TlsError, TlsFiles};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use tower::{Layer, Service, ServiceExt};
 
 use crate::identity::{self, JoinError};
@@ -208,7 +208,7 @@ impl AgentBuilder {
             };
             let tls =
                 files.watch_triggered(Duration::from_secs(5), TlsFiles::client_config, &tasks, Arc::clone(&reload))?;
-            let channel = tls_channel(&s.gateway_address, &s.gateway_server_name, tls, &s.channel)?;
+            let channel = GatewayChannel::new(&s.gateway_address, &s.gateway_server_name, tls, &s.channel)?;
             Ok::<_, StartError>((channel, renews))
         }
         .await;
@@ -272,7 +272,7 @@ pub struct Agent {
     rules_client: Option<kube::Client>,
     relay: Metered<Relay>,
     ops: Arc<Ops>,
-    channel: Channel,
+    channel: GatewayChannel,
     /// What [`Agent::start_sync`] starts (the node driver, the sync loop's state sender);
     /// `None` once started.
     pending: Option<(DriverChoice, watch::Sender<SyncState>)>,

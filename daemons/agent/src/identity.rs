@@ -215,7 +215,10 @@ pub enum RenewError {
 ///
 /// # Errors
 /// [`RenewError`]; the old identity is left in place.
-pub async fn renew(dir: &Path, channel: tonic::transport::Channel) -> Result<(SystemTime, SystemTime), RenewError> {
+pub async fn renew(
+    dir: &Path,
+    channel: opni_metrics_transport::channel::GatewayChannel,
+) -> Result<(SystemTime, SystemTime), RenewError> {
     let f = files(dir);
     let key = rcgen::KeyPair::generate().map_err(JoinError::Keygen)?;
     let resp = BootstrapClient::new(channel)
@@ -260,7 +263,7 @@ pub async fn renew(dir: &Path, channel: tonic::transport::Channel) -> Result<(Sy
 /// certificate's end and each renewal. Runs until dropped.
 pub async fn keep_renewed(
     dir: PathBuf,
-    channel: tonic::transport::Channel,
+    channel: opni_metrics_transport::channel::GatewayChannel,
     reload: Arc<tokio::sync::Notify>,
     keeper: Option<Arc<dyn IdentityKeeper>>,
     on_event: impl Fn(RenewEvent) + Send + Sync + 'static,

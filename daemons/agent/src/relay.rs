@@ -18,9 +18,9 @@ use opni_metrics_core::remote_write::{
 };
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_proto::remote::v1::{PushRequest, PushResponse};
+use opni_metrics_transport::channel::GatewayChannel;
 use opni_metrics_transport::http::text;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::transport::Channel;
 
 use crate::metrics::{AgentMetrics, BytesInFlight};
 
@@ -66,7 +66,7 @@ pub struct Relay {
 
 #[derive(Debug)]
 struct Inner {
-    client: RemoteWriteClient<Channel>,
+    client: RemoteWriteClient<GatewayChannel>,
     settings: RelaySettings,
     in_flight: Arc<Semaphore>,
     metrics: Arc<AgentMetrics>,
@@ -101,7 +101,7 @@ fn header<B>(req: &Request<B>, name: http::header::HeaderName) -> Result<Option<
 
 impl Relay {
     /// A relay sending through `channel`, counting into `metrics`.
-    pub fn new(channel: Channel, settings: RelaySettings, metrics: Arc<AgentMetrics>) -> Self {
+    pub fn new(channel: GatewayChannel, settings: RelaySettings, metrics: Arc<AgentMetrics>) -> Self {
         let max_msg = settings.limits.max_body_bytes + 64 * 1024;
         let client =
             RemoteWriteClient::new(channel).max_encoding_message_size(max_msg).max_decoding_message_size(1 << 20);

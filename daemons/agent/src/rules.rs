@@ -27,8 +27,8 @@ use opni_metrics_core::spec::RuleDiscovery;
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_proto::remote::v1::{RuleGroup as WireGroup, RuleGroupError, SyncRulesRequest};
 use opni_metrics_transport::Tasks;
+use opni_metrics_transport::channel::GatewayChannel;
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
 
 use crate::metrics::AgentMetrics;
 
@@ -186,7 +186,7 @@ pub(crate) struct KubeFound {
 impl RuleSyncer {
     /// Starts the sync task (idle until a config enables it).
     pub(crate) fn start(
-        channel: Channel,
+        channel: GatewayChannel,
         settings: RuleSyncSettings,
         #[cfg(feature = "kubernetes")] kube: Option<kube::Client>,
         metrics: Arc<AgentMetrics>,
@@ -257,7 +257,7 @@ fn gather(discovery: &RuleDiscovery, kube: Option<&Arc<Mutex<Option<KubeFound>>>
 }
 
 async fn run(
-    channel: Channel,
+    channel: GatewayChannel,
     settings: RuleSyncSettings,
     mut wanted: watch::Receiver<Wanted>,
     reload: Arc<Notify>,

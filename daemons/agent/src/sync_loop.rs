@@ -13,9 +13,9 @@ use opni_metrics_core::node::{NodeStatus, SyncReply};
 use opni_metrics_core::sync::{AgentSync, Effect, Input};
 use opni_metrics_proto::node::v1::node_sync_client::NodeSyncClient;
 use opni_metrics_proto::node::v1::{NotificationsRequest, SyncRequest, notification};
+use opni_metrics_transport::channel::GatewayChannel;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// What the loop publishes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,7 +34,7 @@ enum Event {
 
 /// Runs the loop until `stop` is cancelled.
 pub(crate) async fn run(
-    channel: Channel,
+    channel: GatewayChannel,
     driver: Arc<dyn NodeDriver>,
     state: watch::Sender<SyncState>,
     stop: CancellationToken,
@@ -136,7 +136,7 @@ pub(crate) async fn run(
 
 fn perform(
     e: Effect,
-    client: &NodeSyncClient<Channel>,
+    client: &NodeSyncClient<GatewayChannel>,
     driver: &Arc<dyn NodeDriver>,
     tx: &mpsc::Sender<Event>,
     wake: &mut Option<tokio::time::Instant>,

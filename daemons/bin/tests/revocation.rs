@@ -29,7 +29,9 @@ async fn join(gw: &common::RunningGateway, certs: &common::Certs, dir: &std::pat
 }
 
 /// Pushes with `client` until the answer is not a transport failure of a closed connection.
-async fn push_code(client: &mut RemoteWriteClient<tonic::transport::Channel>) -> Result<u32, tonic::Status> {
+async fn push_code(
+    client: &mut RemoteWriteClient<opni_metrics_transport::channel::GatewayChannel>,
+) -> Result<u32, tonic::Status> {
     eventually(WAIT, "a push answered", || async {
         match client.clone().push(common::push_request()).await {
             Ok(r) => Ok(Ok(r.into_inner().http_status)),

@@ -3,7 +3,9 @@
 //! - [`tls`]: rustls configurations (TLS 1.3, mutual, ring only) from PEM files, reloaded when
 //!   the files change; the cluster identity in an agent certificate's URI SAN.
 //! - [`grpc`]: the mutual-TLS listener yielding verified connections that carry a
-//!   [`grpc::PeerIdentity`] into every request, and the client channel to the gateway.
+//!   [`grpc::PeerIdentity`] into every request, and tonic's client channel.
+//! - [`channel`]: the agent's channel to the gateway, calls sent straight into the HTTP/2
+//!   connection.
 //! - [`http`]: a small HTTP/1.1 + h2c server for any `tower::Service`, with header timeout and
 //!   graceful drain.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics`.
@@ -28,6 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod channel;
 pub mod grpc;
 pub mod http;
 pub mod metrics;

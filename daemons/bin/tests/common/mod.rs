@@ -95,6 +95,18 @@ pub async fn start_gateway(settings: GatewaySettings, store: Arc<dyn Store>) -> 
     }
 }
 
+/// Waits until the gateway's `/readyz` says ready (its registry view loaded, among others):
+/// a push before that is answered 503.
+pub async fn wait_ready(gw: &RunningGateway) {
+    let url = format!("http://{}/readyz", gw.http_addr);
+    opni_metrics_tests::http::eventually(Duration::from_secs(20), "gateway ready", || async {
+        let r = opni_metrics_tests::http::get(&url).await?;
+        if r.status.is_success() { Ok(()) } else { Err(r.text()) }
+    })
+    .await
+    .unwrap();
+}
+
 /// An agent serving on its settings' listener, with its address.
 pub struct RunningAgent {
     pub addr: std::net::SocketAddr,
@@ -139,6 +151,7 @@ impl Stack {
         // `clusters create` and `capability install`
         let store = opni_metrics_tests::registry::store_with(&[CLUSTER]).await;
         let gateway = start_gateway(gc.validate().unwrap().settings, store).await;
+        wait_ready(&gateway).await;
         let mut ac = agent_config(&certs.agent, &gateway.grpc_addr.to_string());
         ag(&mut ac);
         let agent = start_agent(&ac).await;
@@ -424,10 +437,10 @@ pub fn joining_agent_config(
 }
 
 /// A channel to `gw`'s agent listener presenting the identity in `files` (which never change).
-pub fn identity_channel(gw: &RunningGateway, files: &TlsFiles) -> tonic::transport::Channel {
+pub fn identity_channel(gw: &RunningGateway, files: &TlsFiles) -> opni_metrics_transport::channel::GatewayChannel {
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(files.client_config().unwrap()));
     std::mem::forget(tx);
-    opni_metrics_transport::grpc::tls_channel(
+    opni_metrics_transport::channel::GatewayChannel::new(
         &gw.grpc_addr.to_string(),
         "localhost",
         rx,
