@@ -4,7 +4,10 @@
 
 #[test]
 fn committed_crds_match_the_types() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crds");
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../deploy/crds");
     for (name, yaml) in opni_metrics_kube::crd::crd_files().unwrap() {
         let path = dir.join(name);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();

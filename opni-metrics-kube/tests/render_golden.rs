@@ -156,7 +156,9 @@ fn diff_hint(expected: &str, actual: &str) -> String {
 
 #[test]
 fn rendered_objects_match_the_golden_files() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()))
+            .join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let mut failures = Vec::new();
     for (preset, spec) in presets() {
@@ -182,7 +184,9 @@ fn rendered_objects_match_the_golden_files() {
 
 #[test]
 fn golden_files_have_no_strays() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let dir =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()))
+            .join("tests/golden");
     let known: Vec<_> = presets().into_iter().map(|(p, _)| format!("{p}.yaml")).collect();
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
     for entry in entries.flatten() {

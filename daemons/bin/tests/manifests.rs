@@ -12,7 +12,11 @@ use serde_json::Value;
 
 /// The objects `kubectl kustomize deploy/<dir>` builds; `None` without kubectl.
 fn build(dir: &str) -> Option<Vec<Value>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy").join(dir);
+    let path = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../deploy")
+    .join(dir);
     let out = match std::process::Command::new("kubectl").arg("kustomize").arg(&path).output() {
         Ok(o) => o,
         Err(e) => {

@@ -193,7 +193,7 @@ async fn tenant_comes_only_from_the_certificate() {
         ("X-SCOPE-ORGID", "evil2"),
     ];
     let r = send(Method::POST, &stack.push_url(), &spoofed, body(5)).await.unwrap();
-    assert_eq!(r.status.as_u16(), 204);
+    assert_eq!(r.status.as_u16(), 204, "{}", r.text());
     let reqs = stack.upstream.requests();
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].tenants, vec![CLUSTER.to_owned()], "exactly one tenant header, the certificate's");
