@@ -91,6 +91,11 @@ impl Etcd {
         self.wait_healthy().await;
     }
 
+    /// The etcd process's id (for CPU and memory from `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn client_url(&self) -> &str {
         &self.client_url

@@ -63,6 +63,7 @@ use opni_metrics_proto::node::v1::{NotificationsRequest, SyncRequest, notificati
 use opni_metrics_proto::nodeconfig::v1::SetDefaultConfigurationRequest;
 use opni_metrics_proto::nodeconfig::v1::node_configuration_client::NodeConfigurationClient;
 use opni_metrics_store::embedded::EmbeddedStore;
+use opni_metrics_store::etcd::{EtcdConfig, EtcdStore};
 use opni_metrics_tests::http::{eventually, get};
 use opni_metrics_tests::procstat::{clock_ticks, process_cpu};
 use opni_metrics_tests::prometheus::free_port;
@@ -104,6 +105,14 @@ struct Args {
     /// store). Compared with a normal run this isolates the cost of the per-`Sync` status write.
     #[arg(long)]
     constant_status: bool,
+    /// Gateway replicas sharing one real etcd (Debian `etcd-server`) and one CA; the agents are
+    /// spread over them evenly, and the change is made through the first. With 1 the gateway
+    /// keeps its state in its embedded store unless `--etcd` is given.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Keep state in a real etcd even with one replica.
+    #[arg(long)]
+    etcd: bool,
     /// Worker threads of this process's runtime (the simulated agents).
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
@@ -411,17 +420,19 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn spawn(bin: &Path, data: &Path, resync: &str) -> Result<Self, String> {
-        let (grpc, http, management) = (free_port(), free_port(), free_port());
+    async fn spawn(bin: &Path, data: &Path, resync: &str, extra_yaml: &str) -> Result<Self, String> {
+        let (grpc, http, management, query) = (free_port(), free_port(), free_port(), free_port());
         let config = data.with_extension("yaml");
         let yaml = format!(
             "dataDir: '{}'\n\
              grpc:\n  listen: 127.0.0.1:{grpc}\n\
              http:\n  listen: 127.0.0.1:{http}\n\
              management:\n  listen: 127.0.0.1:{management}\n\
+             query:\n  listen: 127.0.0.1:{query}\n\
              upstream:\n  url: http://127.0.0.1:9/api/v1/push\n  failingGrace: 1000h\n\
              sync:\n  resyncInterval: {resync}\n\
-             log:\n  level: warn\n",
+             log:\n  level: warn\n\
+             {extra_yaml}",
             data.display()
         );
         std::fs::write(&config, yaml).map_err(|e| format!("{}: {e}", config.display()))?;
@@ -485,6 +496,43 @@ impl Gateway {
     }
 }
 
+/// The gateway replicas of a run, measured together.
+struct Fleet {
+    gws: Vec<Gateway>,
+}
+
+impl Fleet {
+    fn rss_kib(&self) -> u64 {
+        self.gws.iter().map(Gateway::rss_kib).sum()
+    }
+    fn peak_kib(&self) -> u64 {
+        self.gws.iter().map(Gateway::peak_kib).sum()
+    }
+    fn threads(&self) -> u64 {
+        self.gws.iter().map(Gateway::threads).sum()
+    }
+    fn cpu(&self, tick: f64) -> f64 {
+        self.gws.iter().map(|g| process_cpu(g.pid, tick)).sum()
+    }
+    fn thread_ids(&self) -> Vec<Vec<u32>> {
+        self.gws.iter().map(|g| threads_of(g.pid)).collect()
+    }
+    fn threads_cpu(&self, tids: &[Vec<u32>], tick: f64) -> f64 {
+        self.gws.iter().zip(tids).map(|(g, t)| threads_cpu(g.pid, t, tick)).sum()
+    }
+    fn disk_bytes(&self) -> u64 {
+        self.gws.iter().map(|g| io_field(g.pid, "write_bytes")).sum()
+    }
+    fn dead(&mut self) -> Vec<String> {
+        self.gws.iter_mut().filter_map(|g| (!g.alive()).then(|| g.log_tail())).collect()
+    }
+    async fn stop(self) {
+        for g in self.gws {
+            g.stop().await;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // one run
 
@@ -525,6 +573,8 @@ struct Round {
     gateway_workers_cpu: f64,
     /// Bytes the gateway wrote to disk during the round.
     gateway_disk_bytes: u64,
+    /// CPU-s of etcd during the round (0 without etcd).
+    etcd_cpu: f64,
     client_cpu: f64,
 }
 
@@ -564,7 +614,11 @@ fn spec(round: usize) -> MetricsCapabilitySpec {
 /// Builds N client TLS configs (each agent's own certificate, issued by the gateway's CA as
 /// `Join` does) and writes N registered clusters with the capability installed into the store.
 /// Returns them and the time the store writes took.
-async fn prepare(data: &Path, n: usize) -> Result<(Vec<Arc<ClientConfig>>, Duration), String> {
+async fn prepare(
+    data: &Path,
+    n: usize,
+    etcd: Option<&EtcdConfig>,
+) -> Result<(Vec<Arc<ClientConfig>>, Duration), String> {
     let ca = Ca::load_or_create(&data.join("pki")).map_err(|e| format!("CA: {e}"))?;
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let csr = rcgen::CertificateParams::new(Vec::<String>::new())
@@ -580,8 +634,10 @@ async fn prepare(data: &Path, n: usize) -> Result<(Vec<Arc<ClientConfig>>, Durat
         .build()
         .map_err(|e| e.to_string())?;
 
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(data.join("store.redb")).map_err(|e| format!("store: {e}"))?);
+    let store: Arc<dyn Store> = match etcd {
+        Some(cfg) => Arc::new(EtcdStore::new(cfg).map_err(|e| format!("etcd store: {e}"))?),
+        None => Arc::new(EmbeddedStore::open(data.join("store.redb")).map_err(|e| format!("store: {e}"))?),
+    };
     let state = State::new(store, UpstreamState::Installed);
     let mut configs = Vec::with_capacity(n);
     let mut writing = Duration::ZERO;
@@ -627,16 +683,47 @@ async fn run_one(args: &Args, dir: &Path, n: usize, tick: f64) -> Result<RunResu
     let limit = Duration::from_secs_f64(args.timeout);
     let data = dir.join(format!("gateway-{n}"));
     let t = Instant::now();
-    let (configs, writing) = prepare(&data, n).await?;
+    let replicas = args.replicas.max(1);
+    let etcd = if args.etcd || replicas > 1 { Some(opni_metrics_tests::etcd::Etcd::start().await) } else { None };
+    let etcd_cfg = etcd.as_ref().map(|e| EtcdConfig {
+        endpoints: vec![e.client_url().to_owned()],
+        prefix: format!("/sync-scale-{n}/"),
+        tls: None,
+    });
+    let (configs, writing) = prepare(&data, n, etcd_cfg.as_ref()).await?;
     res.prepare_s = t.elapsed().as_secs_f64();
     res.commit_ms = writing.as_secs_f64() * 1000.0 / n.max(1) as f64;
     eprintln!(
-        "[{n}] prepared {n} clusters and certificates in {:.1}s; one embedded-store write (commit) took {:.2} ms",
+        "[{n}] prepared {n} clusters and certificates in {:.1}s; one store write (commit) took {:.2} ms",
         res.prepare_s, res.commit_ms
     );
 
-    let mut gw = Gateway::spawn(&args.bin_dir.join("opni-metrics-gateway"), &data, &args.resync_interval).await?;
-    let token = std::fs::read_to_string(data.join("admin.token")).map_err(|e| format!("admin token: {e}"))?;
+    let bin = args.bin_dir.join("opni-metrics-gateway");
+    let mut gws = Vec::new();
+    for r in 0..replicas {
+        // every replica: the shared store and the one CA that signed the agents' certificates
+        let (replica_data, extra) = match &etcd_cfg {
+            None => (data.clone(), String::new()),
+            Some(cfg) => {
+                let d = dir.join(format!("gateway-{n}-replica-{r}"));
+                std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+                let pki = data.join("pki");
+                let extra = format!(
+                    "store:\n  etcd:\n    endpoints: ['{}']\n    prefix: '{}'\n\
+                     ca:\n  cert: '{}'\n  key: '{}'\n",
+                    cfg.endpoints[0],
+                    cfg.prefix,
+                    pki.join("ca.pem").display(),
+                    pki.join("ca-key.pem").display()
+                );
+                (d, extra)
+            }
+        };
+        gws.push(Gateway::spawn(&bin, &replica_data, &args.resync_interval, &extra).await?);
+    }
+    let mut gw = Fleet { gws };
+    let first_data = if etcd_cfg.is_some() { dir.join(format!("gateway-{n}-replica-0")) } else { data.clone() };
+    let token = std::fs::read_to_string(first_data.join("admin.token")).map_err(|e| format!("admin token: {e}"))?;
     let token = token.trim().to_owned();
     tokio::time::sleep(Duration::from_secs(1)).await;
     res.gw_base_kib = gw.rss_kib();
@@ -645,7 +732,7 @@ async fn run_one(args: &Args, dir: &Path, n: usize, tick: f64) -> Result<RunResu
     let shared = Arc::new(Shared::new(n, generations));
     let (stop_tx, stop_rx) = watch::channel(false);
     let gate = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
-    let addr = format!("127.0.0.1:{}", gw.grpc);
+    let addrs: Vec<String> = gw.gws.iter().map(|g| format!("127.0.0.1:{}", g.grpc)).collect();
     let client_before = status_field("self", "VmRSS");
 
     // connect
@@ -653,7 +740,8 @@ async fn run_one(args: &Args, dir: &Path, n: usize, tick: f64) -> Result<RunResu
     let mut tasks = JoinSet::new();
     for (i, cfg) in configs.into_iter().enumerate() {
         let (_keep, rx) = watch::channel(cfg);
-        let channel = tls_channel(&addr, "localhost", rx, &ChannelOptions::default()).map_err(|e| e.to_string())?;
+        let addr = &addrs[i % addrs.len()];
+        let channel = tls_channel(addr, "localhost", rx, &ChannelOptions::default()).map_err(|e| e.to_string())?;
         tasks.spawn(agent(i, channel, Arc::clone(&shared), Arc::clone(&gate), args.constant_status, stop_rx.clone()));
     }
     let settled = |s: &Shared| {
@@ -688,21 +776,22 @@ async fn run_one(args: &Args, dir: &Path, n: usize, tick: f64) -> Result<RunResu
         let client_after = status_field("self", "VmRSS");
         res.client_kib_per_agent = client_after.saturating_sub(client_before) as f64 / n.max(1) as f64;
 
-        let mgmt = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.management))
+        let mgmt = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", gw.gws[0].management))
             .map_err(|e| e.to_string())?
             .connect()
             .await
             .map_err(|e| format!("management: {e}"))?;
         let mut nodeconfig = NodeConfigurationClient::new(mgmt);
         // after the settle the blocking pool's idle threads have exited (10 s keep-alive)
-        let idle_threads = threads_of(gw.pid);
+        let idle_threads = gw.thread_ids();
         for round in 1..=args.rounds {
             let g = round + 1;
             shared.generation.store(g as u32, Ordering::Relaxed);
             let syncs_before = shared.syncs.load(Ordering::Relaxed);
-            let (gw_cpu, my_cpu) = (process_cpu(gw.pid, tick), process_cpu(std::process::id(), tick));
-            let gw_workers = threads_cpu(gw.pid, &idle_threads, tick);
-            let gw_disk = io_field(gw.pid, "write_bytes");
+            let (gw_cpu, my_cpu) = (gw.cpu(tick), process_cpu(std::process::id(), tick));
+            let gw_workers = gw.threads_cpu(&idle_threads, tick);
+            let gw_disk = gw.disk_bytes();
+            let etcd_cpu = etcd.as_ref().map_or(0.0, |e| process_cpu(e.pid(), tick));
             let mut req = tonic::Request::new(SetDefaultConfigurationRequest {
                 spec: Some(spec(round).into()),
                 revision: None,
@@ -734,9 +823,10 @@ async fn run_one(args: &Args, dir: &Path, n: usize, tick: f64) -> Result<RunResu
                 ),
                 syncs_per_agent: (shared.syncs.load(Ordering::Relaxed) - syncs_before) as f64
                     / res.connected.max(1) as f64,
-                gateway_cpu: process_cpu(gw.pid, tick) - gw_cpu,
-                gateway_workers_cpu: threads_cpu(gw.pid, &idle_threads, tick) - gw_workers,
-                gateway_disk_bytes: io_field(gw.pid, "write_bytes").saturating_sub(gw_disk),
+                gateway_cpu: gw.cpu(tick) - gw_cpu,
+                gateway_workers_cpu: gw.threads_cpu(&idle_threads, tick) - gw_workers,
+                gateway_disk_bytes: gw.disk_bytes().saturating_sub(gw_disk),
+                etcd_cpu: etcd.as_ref().map_or(0.0, |e| process_cpu(e.pid(), tick)) - etcd_cpu,
                 client_cpu: process_cpu(std::process::id(), tick) - my_cpu,
             };
             eprintln!(
@@ -780,8 +870,8 @@ async fn run_one(args: &Args, dir: &Path, n: usize, tick: f64) -> Result<RunResu
     if let Some(e) = shared.first_error.lock().unwrap().clone() {
         errors.push(format!("first: {e}"));
     }
-    if !gw.alive() {
-        errors.push(format!("the gateway died:\n{}", gw.log_tail()));
+    for tail in gw.dead() {
+        errors.push(format!("a gateway died:\n{tail}"));
     }
     res.errors = errors.join("; ");
 
@@ -810,10 +900,22 @@ fn report(args: &Args, runs: &[RunResult]) -> String {
     let _ = writeln!(s, "Machine: {}.", machine());
     let _ = writeln!(
         s,
-        "Gateway: `opni-metrics-gateway` release binary in its own process, embedded store, \
-         `sync.resyncInterval: {}`; agents: simulated in this process on {} worker thread(s), one \
-         mutual-TLS connection each, at most {} connecting at once; {} default-config change(s) per run.\n",
-        args.resync_interval, args.client_threads, args.connect_concurrency, args.rounds
+        "Gateway: {}, `sync.resyncInterval: {}`; agents: simulated in this process on {} worker thread(s), one \
+         mutual-TLS connection each, at most {} connecting at once; {} default-config change(s) per run. \
+         Gateway figures are summed over the replicas.\n",
+        if args.replicas > 1 || args.etcd {
+            format!(
+                "{} `opni-metrics-gateway` release binaries, each in its own process, on one real etcd \
+                 (agents spread evenly, the change made through the first)",
+                args.replicas.max(1)
+            )
+        } else {
+            "`opni-metrics-gateway` release binary in its own process, embedded store".to_owned()
+        },
+        args.resync_interval,
+        args.client_threads,
+        args.connect_concurrency,
+        args.rounds
     );
     if args.constant_status {
         let _ = writeln!(
@@ -827,15 +929,15 @@ fn report(args: &Args, runs: &[RunResult]) -> String {
         writeln!(s, "Fan-out: milliseconds from the `SetDefaultConfiguration` call, per agent (p50 / p99 / max).\n");
     let _ = writeln!(
         s,
-        "| agents | round | Set call (ms) | SyncNow received | new config received | synced (every Sync answered) | Syncs per agent | gateway CPU-s (runtime workers + other threads) | gateway disk writes (MiB) | agents' CPU-s |"
+        "| agents | round | Set call (ms) | SyncNow received | new config received | synced (every Sync answered) | Syncs per agent | gateway CPU-s (runtime workers + other threads) | gateway CPU per Sync (ms) | etcd CPU-s | gateway disk writes (MiB) | agents' CPU-s |"
     );
-    let _ = writeln!(s, "|---:|---:|---:|---|---|---|---:|---|---:|---:|");
+    let _ = writeln!(s, "|---:|---:|---:|---|---|---|---:|---|---:|---:|---:|---:|");
     for r in runs {
         for x in &r.rounds {
             let missing = if x.done.missing > 0 { format!(" ({} not synced)", x.done.missing) } else { String::new() };
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.1} | {} | {} | {}{} | {:.2} | {:.2} ({:.2} + {:.2}) | {:.1} | {:.2} |",
+                "| {} | {} | {:.1} | {} | {} | {}{} | {:.2} | {:.2} ({:.2} + {:.2}) | {:.3} | {} | {:.1} | {:.2} |",
                 r.agents,
                 x.round,
                 x.set_ms,
@@ -847,6 +949,8 @@ fn report(args: &Args, runs: &[RunResult]) -> String {
                 x.gateway_cpu,
                 x.gateway_workers_cpu,
                 x.gateway_cpu - x.gateway_workers_cpu,
+                x.gateway_cpu * 1000.0 / (x.syncs_per_agent * r.connected as f64).max(1.0),
+                if x.etcd_cpu > 0.0 { format!("{:.2}", x.etcd_cpu) } else { "–".into() },
                 x.gateway_disk_bytes as f64 / (1024.0 * 1024.0),
                 x.client_cpu
             );
@@ -879,7 +983,7 @@ fn report(args: &Args, runs: &[RunResult]) -> String {
     let commits: Vec<String> = runs.iter().map(|r| format!("{:.2} ms ({} writes)", r.commit_ms, r.agents)).collect();
     let _ = writeln!(
         s,
-        "\nOne embedded-store write (a redb commit, durable), measured while preparing each run's \
+        "\nOne store write (a durable commit: redb, or etcd with --replicas/--etcd), measured while preparing each run's \
          clusters one after another with the gateway's own store code: {}.",
         commits.join(", ")
     );
