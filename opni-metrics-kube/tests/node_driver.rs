@@ -64,6 +64,9 @@ async fn enable_update_disable_lifecycle() {
     assert_eq!(cr["spec"]["scrapeInterval"], "30s");
     assert_eq!(cr["spec"]["remoteWrite"][0]["url"], "http://opni-metrics-agent.opni-agent.svc:8080/api/v1/write");
     assert_eq!(cr["spec"]["remoteWrite"][0]["queueConfig"]["retryOnRateLimit"], true);
+    // the measured defaults (docs/operations.md, "Tune the remote-write path")
+    let q = &cr["spec"]["remoteWrite"][0]["queueConfig"];
+    assert_eq!((&q["maxSamplesPerSend"], &q["capacity"], &q["maxShards"]), (&2000.into(), &10_000.into(), &50.into()));
     assert_eq!(cr["spec"]["serviceAccountName"], "opni-metrics-agent-prometheus");
     assert_eq!(cr["metadata"]["ownerReferences"][0]["uid"], "deployment-uid");
     assert!(fake.get("", "serviceaccounts", Some(NS), "opni-metrics-agent-prometheus").is_some());

@@ -340,5 +340,9 @@ mod tests {
         );
         assert!(y.contains("url: http://127.0.0.1:8081/api/agent/push"), "{y}");
         assert!(y.contains("scrape_interval: 30s"), "{y}");
+        // the measured defaults (docs/operations.md, "Tune the remote-write path")
+        for line in ["capacity: 10000", "max_samples_per_send: 2000", "batch_send_deadline: 5s"] {
+            assert!(y.contains(line), "{line}: {y}");
+        }
     }
 }
