@@ -6,8 +6,13 @@
 //! never spawns and never sleeps.
 //!
 //! # Guarantees
-//! - A config is applied only after a `NeedsUpdate` reply, never twice for one reply, and never
-//!   when its digest is the one already applied.
+//! - A config is applied only after a `NeedsUpdate` reply or an offer of the gateway's
+//!   ([`Input::Offered`], a `SyncNow` carrying the config), never twice for one reply or offer,
+//!   and never when its digest is the one already applied.
+//! - An offer taken while nothing is in flight saves the `Sync` that would have asked for the
+//!   config: the round is offer → apply → report `Sync` → `UpToDate`. An offer that arrives while
+//!   a `Sync` or an apply is in flight, or whose digest is the one applied, is a plain
+//!   `SyncNow`.
 //! - At most one `Sync` and at most one apply are in flight; a `SyncNow` that arrives meanwhile
 //!   is remembered (coalesced) and answered by exactly one more `Sync`.
 //! - Without `SyncNow`s, reconnects or failures the machine is quiet: a completed round
@@ -31,6 +36,14 @@ pub enum Input {
     Disconnected,
     /// The gateway asked this agent to sync.
     SyncNow,
+    /// The gateway asked this agent to sync and offered the config it wants held (its digest
+    /// checked by the caller).
+    Offered {
+        /// The config.
+        config: NodeConfig,
+        /// Its digest.
+        digest: Digest,
+    },
     /// The gateway answered the `Sync` numbered `seq`, or it failed.
     SyncReplied {
         /// The sequence number of the `Sync` this answers.
@@ -156,6 +169,16 @@ impl AgentSync {
                 );
             }
             Input::SyncNow => self.request_sync(&mut fx),
+            Input::Offered { config, digest } => {
+                if self.connected && self.op == Op::Idle && Some(digest) != self.applied && config.digest() == digest {
+                    // what a NeedsUpdate reply would have brought: apply it, then report
+                    self.pending = false;
+                    self.op = Op::Applying { digest };
+                    fx.push(Effect::Apply { config, digest });
+                } else {
+                    self.request_sync(&mut fx);
+                }
+            }
             Input::SyncReplied { seq, result } => {
                 if self.op == (Op::Syncing { seq }) {
                     self.on_reply(now, result, &mut fx);

@@ -101,8 +101,17 @@ pub(crate) async fn run(
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(Ok(n)) => {
-                        if let Some(notification::Kind::SyncNow(_)) = n.kind {
-                            fx = machine.handle(clock(), Input::SyncNow);
+                        if let Some(notification::Kind::SyncNow(now)) = n.kind {
+                            // a change sent with its config: applied without a Sync asking for it
+                            let input = match now.offer() {
+                                Ok(Some((config, digest))) => Input::Offered { config, digest },
+                                Ok(None) => Input::SyncNow,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "ignoring an invalid config offer; syncing instead");
+                                    Input::SyncNow
+                                }
+                            };
+                            fx = machine.handle(clock(), input);
                         }
                     }
                     Some(Err(e)) => {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use opni_metrics_core::backoff::Rng;
-use opni_metrics_core::node::{NodeStatus, sync_decision};
+use opni_metrics_core::node::{NodeConfig, NodeStatus, sync_decision};
 use opni_metrics_core::{CapabilityName, ClusterId, Timestamp};
 use opni_metrics_proto::node::v1::node_sync_server::NodeSync;
 use opni_metrics_proto::node::v1::{
@@ -45,7 +45,7 @@ impl Default for SyncTiming {
 }
 
 mod hub;
-pub use hub::{AgentStream, Hub, Presence, os_seed};
+pub use hub::{AgentStream, Hub, Offers, Presence, os_seed};
 
 /// The registry and desired state in memory, kept by [`watch_store`]: what `Sync` answers and
 /// what admission checks, without reading the store. The watcher applies each change here
@@ -400,6 +400,11 @@ impl NodeSync for NodeSyncService {
         let mut stream = self.hub.subscribe(id.clone()).await?;
         if let Some(age) = self.stream_age {
             stream = stream.with_max_age(age);
+        }
+        if let Some(view) = &self.view {
+            // a change reaches the agent with its config: one Sync per change, the report
+            let (view, id) = (Arc::clone(view), id.clone());
+            stream = stream.with_offers(Arc::new(move || view.desired(&id)));
         }
         tracing::debug!(cluster = %id, "agent connected");
         Ok(Response::new(stream))

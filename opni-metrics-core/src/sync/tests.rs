@@ -118,3 +118,53 @@ fn apply_finishing_while_disconnected_syncs_on_reconnect() {
     let fx = m.handle(Timestamp(0), Input::Connected);
     assert_eq!(sends(&fx), vec![(2, Some(desired.digest()))]);
 }
+
+#[test]
+fn an_offer_saves_the_sync_that_would_ask_for_it() {
+    let mut m = machine();
+    let t = Timestamp(0);
+    m.handle(t, Input::Connected);
+    m.handle(t, Input::SyncReplied { seq: 1, result: Ok(SyncReply::UpToDate) });
+    assert!(m.is_idle());
+
+    // a change offered with the notification: applied at once, then one report Sync
+    let desired = cfg(12);
+    let fx = m.handle(t, Input::Offered { config: desired.clone(), digest: desired.digest() });
+    assert!(sends(&fx).is_empty(), "no Sync asks for what was offered");
+    assert!(matches!(&fx[0], Effect::Apply { config, digest } if *config == desired && *digest == desired.digest()));
+    let fx = m.handle(t, Input::Applied { result: Ok(NodeStatus::default()) });
+    assert_eq!(sends(&fx), vec![(2, Some(desired.digest()))], "reports the applied digest");
+    m.handle(t, Input::SyncReplied { seq: 2, result: Ok(SyncReply::UpToDate) });
+    assert!(m.is_idle());
+    assert_eq!(m.applied(), Some(&desired.digest()));
+
+    // the same offer again (the digest already applied) is a plain SyncNow: no second apply
+    let fx = m.handle(t, Input::Offered { config: desired.clone(), digest: desired.digest() });
+    assert_eq!(sends(&fx), vec![(3, Some(desired.digest()))]);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Apply { .. })));
+}
+
+#[test]
+fn an_offer_while_busy_or_not_matching_its_digest_is_a_sync_now() {
+    let mut m = machine();
+    let t = Timestamp(0);
+    m.handle(t, Input::Connected);
+    // a Sync in flight: the offer is remembered as one more Sync, not applied beside it
+    let desired = cfg(13);
+    let fx = m.handle(t, Input::Offered { config: desired.clone(), digest: desired.digest() });
+    assert!(fx.is_empty(), "{fx:?}");
+    let fx = m.handle(t, Input::SyncReplied { seq: 1, result: Ok(SyncReply::UpToDate) });
+    assert_eq!(sends(&fx).len(), 1, "the coalesced SyncNow");
+    m.handle(t, Input::SyncReplied { seq: 2, result: Ok(SyncReply::UpToDate) });
+
+    // a digest that does not describe the config: never applied, the gateway is asked instead
+    let fx = m.handle(t, Input::Offered { config: desired, digest: cfg(14).digest() });
+    assert_eq!(sends(&fx).len(), 1);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Apply { .. })));
+
+    // disconnected: nothing is applied; the reconnect syncs
+    let mut m = machine();
+    let d = cfg(15);
+    let fx = m.handle(t, Input::Offered { config: d.clone(), digest: d.digest() });
+    assert!(fx.is_empty());
+}

@@ -203,6 +203,44 @@ impl From<SyncReply> for pb_node::SyncResponse {
     }
 }
 
+impl pb_node::SyncNow {
+    /// A `SyncNow` for the `metrics` capability, offering `config` when given (with its
+    /// digest).
+    pub fn metrics(offer: Option<NodeConfig>) -> Self {
+        let (config, digest) = match offer {
+            Some(c) => {
+                let d = c.digest().to_string();
+                (Some(c.into()), d)
+            }
+            None => (None, String::new()),
+        };
+        Self { capabilities: vec![opni_metrics_core::CapabilityName::METRICS.to_owned()], config, digest }
+    }
+
+    /// The offered config and its digest, `None` without an offer.
+    ///
+    /// # Errors
+    /// An invalid config, a digest that is not one or does not match the config, or only one of
+    /// the two set.
+    pub fn offer(&self) -> Result<Option<(NodeConfig, Digest)>, ConvertError> {
+        match (&self.config, self.digest.is_empty()) {
+            (None, true) => Ok(None),
+            (None, false) => {
+                Err(ConvertError::Unexpected { field: "digest".to_owned(), context: "when config is unset" })
+            }
+            (Some(_), _) => {
+                let config: NodeConfig = convert_required("config", self.config.clone())?;
+                let sent = digest("digest", &self.digest)?;
+                let computed = config.digest();
+                if sent != computed {
+                    return Err(ConvertError::DigestMismatch { field: "digest".to_owned(), sent, computed });
+                }
+                Ok(Some((config, sent)))
+            }
+        }
+    }
+}
+
 impl pb_node::SyncRequest {
     /// A sync call from an agent that holds the config of digest `current` (`None` if it holds
     /// none) and reports `status`.

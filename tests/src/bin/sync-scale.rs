@@ -381,10 +381,18 @@ async fn agent(
         tokio::select! {
             msg = stream.message() => match msg {
                 Ok(Some(n)) => {
-                    if let Some(notification::Kind::SyncNow(_)) = n.kind {
+                    if let Some(notification::Kind::SyncNow(now)) = n.kind {
                         let g = shared.generation.load(Ordering::Relaxed) as usize;
                         set_once(slot.notified.get(g), shared.now());
-                        inputs.push_back(Input::SyncNow);
+                        // as the real agent: an offered config is applied without a Sync asking
+                        match now.offer() {
+                            Ok(Some((config, digest))) => inputs.push_back(Input::Offered { config, digest }),
+                            Ok(None) => inputs.push_back(Input::SyncNow),
+                            Err(e) => {
+                                shared.error(format!("agent {i}: invalid offer: {e}"));
+                                inputs.push_back(Input::SyncNow);
+                            }
+                        }
                     }
                 }
                 Ok(None) => {

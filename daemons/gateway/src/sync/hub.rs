@@ -18,6 +18,9 @@ enum Cmd {
 #[derive(Debug, Default)]
 struct Slot {
     sync_now: AtomicBool,
+    /// Set with `sync_now` by a change of desired state (not by the periodic resync): the
+    /// `SyncNow` then carries the agent's config.
+    offer: AtomicBool,
     heartbeat: AtomicBool,
     closed: AtomicBool,
     /// Set when the stream is dropped (the agent went away).
@@ -58,11 +61,12 @@ pub trait Presence: Send + Sync + 'static {
     fn held_anywhere<'a>(&'a self, cluster: &'a ClusterId) -> futures::future::BoxFuture<'a, bool>;
 }
 
-fn sync_now() -> Notification {
-    Notification {
-        kind: Some(notification::Kind::SyncNow(SyncNow { capabilities: vec![CapabilityName::METRICS.to_owned()] })),
-    }
+fn sync_now(offer: Option<NodeConfig>) -> Notification {
+    Notification { kind: Some(notification::Kind::SyncNow(SyncNow::metrics(offer))) }
 }
+
+/// What an agent's stream offers with a change: the agent's desired config now, if known.
+pub type Offers = Arc<dyn Fn() -> Option<NodeConfig> + Send + Sync>;
 
 /// A seed from the operating system's randomness (so replicas and restarts do not share a
 /// jitter sequence), or the clock if none is available.
@@ -213,9 +217,14 @@ impl Hub {
                                 }
                             }
                         }
-                        Some(Cmd::Notify(None)) => hub.broadcast(|s| &s.sync_now),
+                        Some(Cmd::Notify(None)) => {
+                            // the offer first: a stream that takes the SyncNow sees it
+                            hub.broadcast(|s| &s.offer);
+                            hub.broadcast(|s| &s.sync_now);
+                        }
                         Some(Cmd::Notify(Some(id))) => {
                             if let Some(slot) = hub.slot(&id) {
+                                slot.raise(&slot.offer);
                                 slot.raise(&slot.sync_now);
                             }
                         }
@@ -281,7 +290,7 @@ impl Hub {
             .send(Cmd::Register { id, slot: Arc::clone(&slot) })
             .await
             .map_err(|_| Status::unavailable("gateway is shutting down"))?;
-        Ok(AgentStream { slot, ends: None, gone: Some((id_for_gone, self.tx.clone())) })
+        Ok(AgentStream { slot, ends: None, gone: Some((id_for_gone, self.tx.clone())), offers: None })
     }
 }
 
@@ -297,7 +306,6 @@ fn jittered(t: SyncTiming, rng: &mut Rng) -> Duration {
 
 /// An agent's notification stream: yields a pending `SyncNow` first, then a heartbeat; ends
 /// when the gateway closes it or a newer stream of the same agent replaces it.
-#[derive(Debug)]
 pub struct AgentStream {
     slot: Arc<Slot>,
     /// When the stream ends by itself (its connection's maximum age), so that the agent opens
@@ -305,12 +313,28 @@ pub struct AgentStream {
     ends: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Tells the hub when the stream goes (so that its presence is withdrawn at once).
     gone: Option<(ClusterId, mpsc::Sender<Cmd>)>,
+    /// The agent's desired config, offered with a `SyncNow` a change sent.
+    offers: Option<Offers>,
+}
+
+impl std::fmt::Debug for AgentStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentStream").field("offers", &self.offers.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl AgentStream {
     /// Ends the stream after `age`.
     pub fn with_max_age(mut self, age: Duration) -> Self {
         self.ends = Some(Box::pin(tokio::time::sleep(age)));
+        self
+    }
+
+    /// Offers the agent its config, as `offers` gives it when the `SyncNow` is sent, with
+    /// every `SyncNow` a change of desired state sends (not the periodic ones, which only ask
+    /// for a `Sync`). The agent applies it without a `Sync` asking for it.
+    pub fn with_offers(mut self, offers: Offers) -> Self {
+        self.offers = Some(offers);
         self
     }
 }
@@ -326,7 +350,9 @@ impl Stream for AgentStream {
         let slot = &self.slot;
         for attempt in 0..2 {
             if slot.sync_now.swap(false, Ordering::AcqRel) {
-                return Poll::Ready(Some(Ok(sync_now())));
+                let offered = slot.offer.swap(false, Ordering::AcqRel);
+                let config = if offered { self.offers.as_ref().and_then(|f| f()) } else { None };
+                return Poll::Ready(Some(Ok(sync_now(config))));
             }
             if slot.closed.load(Ordering::Acquire) {
                 return Poll::Ready(None);
@@ -396,6 +422,37 @@ mod tests {
         let _newer = hub.subscribe(id).await.unwrap();
         hub.connected_count().await;
         assert_eq!(kind(stream.next().now_or_never()), "end");
+        tasks.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_offers_the_config_and_a_periodic_resync_does_not() {
+        let tasks = Tasks::new();
+        let timing = SyncTiming {
+            resync_interval: Duration::from_secs(100),
+            jitter: 0.0,
+            heartbeat_interval: Duration::from_secs(100_000),
+        };
+        let hub = Hub::start(timing, 1, &tasks, None);
+        let id = ClusterId::new("c1").unwrap();
+        let desired = NodeConfig::enabled(opni_metrics_core::spec::MetricsCapabilitySpec::default());
+        let offered = desired.clone();
+        let mut stream = hub.subscribe(id.clone()).await.unwrap().with_offers(Arc::new(move || Some(offered.clone())));
+        let mut next = || match stream.next().now_or_never() {
+            Some(Some(Ok(Notification { kind: Some(notification::Kind::SyncNow(n)) }))) => Some(n.offer().unwrap()),
+            other => panic!("expected a SyncNow, got {other:?}"),
+        };
+        // a change (one agent's, or everyone's): SyncNow with the config and its digest
+        hub.notify(Some(id.clone())).await;
+        hub.connected_count().await;
+        assert_eq!(next(), Some(Some((desired.clone(), desired.digest()))));
+        hub.notify(None).await;
+        hub.connected_count().await;
+        assert_eq!(next(), Some(Some((desired.clone(), desired.digest()))));
+        // the periodic resync only asks for a Sync
+        tokio::time::advance(Duration::from_secs(101)).await;
+        hub.connected_count().await;
+        assert_eq!(next(), Some(None));
         tasks.shutdown(Duration::from_secs(1)).await;
     }
 
