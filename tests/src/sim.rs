@@ -27,6 +27,8 @@ pub struct Counters {
     pub applies_ok: u64,
     /// `NeedsUpdate` replies delivered.
     pub needs_update: u64,
+    /// `SyncNow`s that carried the config (also counted in `sync_nows`).
+    pub offers: u64,
 }
 
 /// Why [`World::settle`] gave up.
@@ -106,6 +108,10 @@ impl World {
         match &input {
             Input::Connected => self.counters.connects += 1,
             Input::SyncNow => self.counters.sync_nows += 1,
+            Input::Offered { .. } => {
+                self.counters.sync_nows += 1;
+                self.counters.offers += 1;
+            }
             Input::SyncReplied { result: Err(_), .. } | Input::Applied { result: Err(_) } => {
                 self.counters.failures += 1
             }
@@ -172,6 +178,16 @@ impl World {
     pub fn sync_now(&mut self) {
         if self.connected {
             self.feed(Input::SyncNow);
+        }
+    }
+
+    /// The gateway sends `SyncNow` carrying the desired config as of now (as a change does);
+    /// it reaches the agent only while connected.
+    pub fn offer_now(&mut self) {
+        if self.connected {
+            let config = self.desired.clone();
+            let digest = config.digest();
+            self.feed(Input::Offered { config, digest });
         }
     }
 
@@ -259,5 +275,6 @@ fn diff(a: Counters, b: Counters) -> Counters {
         applies: a.applies - b.applies,
         applies_ok: a.applies_ok - b.applies_ok,
         needs_update: a.needs_update - b.needs_update,
+        offers: a.offers - b.offers,
     }
 }

@@ -6,11 +6,13 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Event {
-    /// Desired state changes; the SyncNow that follows is lost, delivered or duplicated.
+    /// Desired state changes; the SyncNow that follows is lost, delivered or duplicated, and
+    /// carries the config (`offered`) or not.
     Change {
         variant: u32,
         enabled: bool,
         copies: u8,
+        offered: bool,
     },
     SyncNow,
     GatewayAnswers,
@@ -31,7 +33,8 @@ enum Event {
 
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        3 => (0u32..8, any::<bool>(), 0u8..3).prop_map(|(variant, enabled, copies)| Event::Change { variant, enabled, copies }),
+        3 => (0u32..8, any::<bool>(), 0u8..3, any::<bool>())
+            .prop_map(|(variant, enabled, copies, offered)| Event::Change { variant, enabled, copies, offered }),
         2 => Just(Event::SyncNow),
         4 => Just(Event::GatewayAnswers),
         4 => Just(Event::DeliverReply),
@@ -47,10 +50,10 @@ fn event() -> impl Strategy<Value = Event> {
 fn run(world: &mut World, events: &[Event]) {
     for e in events {
         match *e {
-            Event::Change { variant, enabled, copies } => {
+            Event::Change { variant, enabled, copies, offered } => {
                 world.change_desired(variant, enabled);
                 for _ in 0..copies {
-                    world.sync_now();
+                    if offered { world.offer_now() } else { world.sync_now() }
                 }
             }
             Event::SyncNow => world.sync_now(),
@@ -84,7 +87,8 @@ proptest! {
 
     /// (b) Syncs are bounded: every Sync is caused by a SyncNow, a (re)connect, a completed apply
     /// (the status report) or a retry after a failure — never by a loop. Applies happen only on
-    /// NeedsUpdate. Once settled, a further SyncNow costs exactly one Sync and no apply.
+    /// NeedsUpdate or an offered config. Once settled, a further SyncNow costs exactly one Sync
+    /// and no apply.
     #[test]
     fn syncs_per_sync_now_are_bounded(seed in any::<u64>(), events in prop::collection::vec(event(), 0..80)) {
         let mut world = World::new(seed);
@@ -92,7 +96,7 @@ proptest! {
         let phase = world.settle().map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         let c = world.counters;
         prop_assert!(c.syncs <= c.sync_nows + c.connects + c.applies_ok + c.failures, "{c:?}");
-        prop_assert!(c.applies <= c.needs_update, "{c:?}");
+        prop_assert!(c.applies <= c.needs_update + c.offers, "{c:?}");
         // healing phase: a stale answer still in flight may finish its apply and report first
         // (apply, report), then the current config follows (apply, report): never more
         prop_assert!(phase.syncs <= 4, "{phase:?}");
@@ -100,6 +104,22 @@ proptest! {
         let quiet = world.settle().map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         prop_assert_eq!((quiet.syncs, quiet.applies), (1, 0), "{:?}", quiet);
     }
+}
+
+#[test]
+fn an_offered_change_costs_one_sync() {
+    let mut world = World::new(1);
+    world.settle().unwrap();
+    let before = world.counters;
+    world.change_desired(6, true);
+    world.offer_now();
+    // apply, then the report Sync and its answer
+    world.driver_finishes(true);
+    world.gateway_answers();
+    world.deliver_reply();
+    assert!(world.converged());
+    assert!(!world.busy());
+    assert_eq!((world.counters.syncs - before.syncs, world.counters.applies - before.applies), (1, 1));
 }
 
 #[test]
