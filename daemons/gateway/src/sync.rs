@@ -12,7 +12,8 @@ use std::time::Duration;
 use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use opni_metrics_core::backoff::Rng;
-use opni_metrics_core::node::{NodeConfig, NodeStatus, sync_decision};
+use opni_metrics_core::digest::Digest;
+use opni_metrics_core::node::{NodeConfig, NodeStatus, SyncReply, sync_decision};
 use opni_metrics_core::{CapabilityName, ClusterId, Timestamp};
 use opni_metrics_proto::node::v1::node_sync_server::NodeSync;
 use opni_metrics_proto::node::v1::{
@@ -55,6 +56,9 @@ pub use hub::{AgentStream, Hub, Offers, Presence, os_seed};
 #[derive(Debug, Default)]
 pub struct StateView {
     inner: std::sync::RwLock<Option<ViewData>>,
+    /// The last config whose digest was computed, and that digest: most agents share one
+    /// desired config, so a fan-out computes its digest once instead of once per `Sync`.
+    digest_memo: Mutex<Option<(NodeConfig, Digest)>>,
 }
 
 /// What [`StateView`] holds.
@@ -77,6 +81,26 @@ impl StateView {
             let entry = v.capabilities.get(id).and_then(Option::as_ref);
             opni_metrics_core::node::desired_config(entry, v.overrides.get(id), &v.default, v.upstream)
         })
+    }
+
+    /// The desired config of `id` with its digest, or `None` while the view is not loaded.
+    pub fn desired_with_digest(&self, id: &ClusterId) -> Option<(NodeConfig, Digest)> {
+        let config = self.desired(id)?;
+        let digest = self.digest_of(&config);
+        Some((config, digest))
+    }
+
+    /// `config.digest()`, from the memo when `config` is the one computed last.
+    fn digest_of(&self, config: &NodeConfig) -> Digest {
+        let mut memo = self.digest_memo.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((c, d)) = memo.as_ref()
+            && c == config
+        {
+            return *d;
+        }
+        let d = config.digest();
+        *memo = Some((config.clone(), d));
+        d
     }
 
     /// Whether the view has been loaded.
@@ -383,11 +407,12 @@ impl NodeSync for NodeSyncService {
             // persisted in the background: a reply never waits for a durable commit
             self.statuses.persist(id.clone(), StoredStatus { status: reported, reported_at: at });
         }
-        let desired = match self.view.as_ref().and_then(|v| v.desired(&id)) {
-            Some(d) => d,
-            None => self.state.desired(&id).await.map_err(status)?,
+        let reply = match self.view.as_ref().and_then(|v| v.desired_with_digest(&id)) {
+            Some((_, digest)) if current == Some(digest) => SyncReply::UpToDate,
+            Some((config, digest)) => SyncReply::NeedsUpdate { config, digest },
+            None => sync_decision(current.as_ref(), &self.state.desired(&id).await.map_err(status)?),
         };
-        Ok(Response::new(sync_decision(current.as_ref(), &desired).into()))
+        Ok(Response::new(reply.into()))
     }
 
     type NotificationsStream = AgentStream;
@@ -404,7 +429,7 @@ impl NodeSync for NodeSyncService {
         if let Some(view) = &self.view {
             // a change reaches the agent with its config: one Sync per change, the report
             let (view, id) = (Arc::clone(view), id.clone());
-            stream = stream.with_offers(Arc::new(move || view.desired(&id)));
+            stream = stream.with_offers(Arc::new(move || view.desired_with_digest(&id)));
         }
         tracing::debug!(cluster = %id, "agent connected");
         Ok(Response::new(stream))
@@ -500,7 +525,12 @@ mod tests {
         next_sync_now(&mut sb).await;
         let check = |id: &ClusterId| {
             let (state, view, id) = (state.clone(), Arc::clone(&view), id.clone());
-            async move { assert_eq!(view.desired(&id), Some(state.desired(&id).await.unwrap()), "{id}") }
+            async move {
+                let desired = state.desired(&id).await.unwrap();
+                assert_eq!(view.desired(&id).as_ref(), Some(&desired), "{id}");
+                // the memoised digest follows every change
+                assert_eq!(view.desired_with_digest(&id), Some((desired.clone(), desired.digest())), "{id}");
+            }
         };
         check(&a).await;
 

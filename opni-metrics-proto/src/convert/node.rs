@@ -204,14 +204,11 @@ impl From<SyncReply> for pb_node::SyncResponse {
 }
 
 impl pb_node::SyncNow {
-    /// A `SyncNow` for the `metrics` capability, offering `config` when given (with its
-    /// digest).
-    pub fn metrics(offer: Option<NodeConfig>) -> Self {
+    /// A `SyncNow` for the `metrics` capability, offering a config and its digest when given
+    /// (the digest must be the config's: the receiver refuses a mismatch).
+    pub fn metrics(offer: Option<(NodeConfig, Digest)>) -> Self {
         let (config, digest) = match offer {
-            Some(c) => {
-                let d = c.digest().to_string();
-                (Some(c.into()), d)
-            }
+            Some((c, d)) => (Some(c.into()), d.to_string()),
             None => (None, String::new()),
         };
         Self { capabilities: vec![opni_metrics_core::CapabilityName::METRICS.to_owned()], config, digest }

@@ -61,12 +61,13 @@ pub trait Presence: Send + Sync + 'static {
     fn held_anywhere<'a>(&'a self, cluster: &'a ClusterId) -> futures::future::BoxFuture<'a, bool>;
 }
 
-fn sync_now(offer: Option<NodeConfig>) -> Notification {
+fn sync_now(offer: Option<(NodeConfig, Digest)>) -> Notification {
     Notification { kind: Some(notification::Kind::SyncNow(SyncNow::metrics(offer))) }
 }
 
-/// What an agent's stream offers with a change: the agent's desired config now, if known.
-pub type Offers = Arc<dyn Fn() -> Option<NodeConfig> + Send + Sync>;
+/// What an agent's stream offers with a change: the agent's desired config now and its
+/// digest, if known.
+pub type Offers = Arc<dyn Fn() -> Option<(NodeConfig, Digest)> + Send + Sync>;
 
 /// A seed from the operating system's randomness (so replicas and restarts do not share a
 /// jitter sequence), or the clock if none is available.
@@ -437,7 +438,11 @@ mod tests {
         let id = ClusterId::new("c1").unwrap();
         let desired = NodeConfig::enabled(opni_metrics_core::spec::MetricsCapabilitySpec::default());
         let offered = desired.clone();
-        let mut stream = hub.subscribe(id.clone()).await.unwrap().with_offers(Arc::new(move || Some(offered.clone())));
+        let mut stream = hub
+            .subscribe(id.clone())
+            .await
+            .unwrap()
+            .with_offers(Arc::new(move || Some((offered.clone(), offered.digest()))));
         let mut next = || match stream.next().now_or_never() {
             Some(Some(Ok(Notification { kind: Some(notification::Kind::SyncNow(n)) }))) => Some(n.offer().unwrap()),
             other => panic!("expected a SyncNow, got {other:?}"),
