@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::Daemon;
 use kube::api::{Api, Patch, PatchParams};
 use opni_metrics_kube::crd::MonitoringCluster;
-use opni_metrics_tests::kube_fake::{FakeApiServer, ResourceType};
+use opni_metrics_tests::kube_fake::{FakeApiServer, FakeState, ResourceType};
 use opni_metrics_tests::prometheus::free_port;
 use serde_json::json;
 
@@ -42,10 +42,17 @@ async fn start(name: &str, root: &Path, kubeconfig: &Path) -> Replica {
     Replica { proc: Some(proc), mgmt, dir }
 }
 
+fn holder_of(lease: Option<&serde_json::Value>) -> Option<&str> {
+    lease.and_then(|l| l["spec"]["holderIdentity"].as_str()).filter(|h| !h.is_empty())
+}
+
 fn holder(fake: &FakeApiServer) -> Option<String> {
-    fake.get("coordination.k8s.io", "leases", Some(NS), "opni-metrics-gateway")
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
-        .filter(|h| !h.is_empty())
+    holder_of(fake.get("coordination.k8s.io", "leases", Some(NS), "opni-metrics-gateway").as_ref()).map(str::to_owned)
+}
+
+/// [`holder`], inside a condition of the fake's (which holds its lock).
+fn holder_in(state: &FakeState) -> Option<&str> {
+    holder_of(state.get("coordination.k8s.io", "leases", Some(NS), "opni-metrics-gateway"))
 }
 
 /// Waits until the Lease holder satisfies `ok` (polling: the fake's own wait holds its lock).
@@ -85,11 +92,8 @@ async fn two_gateway_binaries_one_lease_one_controller() {
 
     // one of them holds the Lease, and keeps it over several lease durations
     let first = holder_until(&fake, "a holder", |h| h.is_some()).await.unwrap();
-    let steady = tokio::time::Instant::now() + Duration::from_secs(7);
-    while tokio::time::Instant::now() < steady {
-        assert_eq!(holder(&fake).as_deref(), Some(first.as_str()), "one holder");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let steady = fake.holds_throughout(|s| holder_in(s) == Some(first.as_str()), Duration::from_secs(7));
+    assert!(steady.await, "one holder throughout, but now {:?}", holder(&fake));
 
     // its controller renders what CortexOps installs (asked through either replica)
     let (leader, other) = if first == "gw-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };

@@ -239,11 +239,16 @@ async fn etcd_elects_one_leader_hands_over_on_stop_and_a_partitioned_leader_stop
     // one leader: b waits while a renews (several lease lifetimes of renewals)
     let key = etcd.store("/election-test/").get("elections/uninstall").await.unwrap().unwrap();
     assert_eq!(key.value, Bytes::from_static(b"a"));
-    let renewed = tokio::time::Instant::now() + Duration::from_secs(7);
-    while tokio::time::Instant::now() < renewed {
-        assert!(*a_leads.borrow() && !*b_leads.borrow(), "exactly one leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(*a_leads.borrow() && !*b_leads.borrow(), "exactly one leader");
+    let (mut a_watch, mut b_watch) = (a_leads.clone(), b_leads.clone());
+    let changed = tokio::time::timeout(Duration::from_secs(7), async {
+        tokio::select! {
+            _ = a_watch.wait_for(|leads| !*leads) => "a stopped leading",
+            _ = b_watch.wait_for(|leads| *leads) => "b started leading",
+        }
+    })
+    .await;
+    assert!(changed.is_err(), "exactly one leader throughout, but {changed:?}");
 
     // a is cut off from etcd: it stops leading before b starts
     proxy.block(true);
@@ -259,8 +264,9 @@ async fn etcd_elects_one_leader_hands_over_on_stop_and_a_partitioned_leader_stop
 
     // the route comes back: a campaigns again and waits; b stops (revoking): a takes over at once
     proxy.block(false);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(!*a_leads.borrow(), "a waits while b leads");
+    let mut a_watch = a_leads.clone();
+    let took_over = tokio::time::timeout(Duration::from_secs(1), a_watch.wait_for(|leads| *leads)).await;
+    assert!(took_over.is_err(), "a waits while b leads");
     let handover = tokio::time::Instant::now();
     let _ = stop_b.send(());
     b_task.await.unwrap();

@@ -661,6 +661,21 @@ impl FakeApiServer {
         }
     }
 
+    /// Whether `condition` keeps holding for `period`, re-checked on every change of the state
+    /// (no polling): `false` as soon as a change breaks it.
+    pub async fn holds_throughout<F: Fn(&FakeState) -> bool>(&self, condition: F, period: Duration) -> bool {
+        let mut changes = self.inner.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + period;
+        loop {
+            if !condition(&self.lock()) {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                return condition(&self.lock());
+            }
+        }
+    }
+
     /// Waits until the object exists and satisfies `predicate`; returns it.
     ///
     /// # Panics
