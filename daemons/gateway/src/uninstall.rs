@@ -7,7 +7,7 @@
 //! Cancelling is a compare-and-put of the task record from whichever replica is asked; the
 //! runner, finding the record changed under it, adopts it (and stops when it has ended).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ pub(crate) struct Uninstaller {
     driver: Arc<dyn ClusterDriver>,
     tasks: Tasks,
     /// The tasks this replica runs, each with the token that stops it.
-    running: Arc<Mutex<HashMap<ClusterId, CancellationToken>>>,
+    running: Arc<Mutex<HashSet<ClusterId>>>,
     leading: watch::Receiver<bool>,
 }
 
@@ -63,10 +63,11 @@ impl Uninstaller {
         tasks: Tasks,
         leading: watch::Receiver<bool>,
     ) -> Self {
-        Self { state, hub, driver, tasks, running: Arc::new(Mutex::new(HashMap::new())), leading }
+        Self { state, hub, driver, tasks, running: Arc::new(Mutex::new(HashSet::new())), leading }
     }
 
-    /// Persists a new task (refused while an unfinished one exists); the leader runs it.
+    /// Persists a new task (refused while an unfinished one exists); the leader's runner sees
+    /// it through its watch and runs it, under its term of leadership.
     ///
     /// # Errors
     /// [`StartError`].
@@ -77,10 +78,7 @@ impl Uninstaller {
                 Some((_, rev)) => rev,
                 None => Revision::ZERO,
             };
-            if let Some(rev) = self.state.put_task_at(&task, at).await? {
-                if *self.leading.borrow() {
-                    self.spawn(task, rev);
-                }
+            if self.state.put_task_at(&task, at).await?.is_some() {
                 return Ok(());
             }
         }
@@ -101,9 +99,15 @@ impl Uninstaller {
                 }
                 tracing::info!("leading: running uninstall tasks");
                 let term = stop.child_token();
+                let lost = async {
+                    // a closed channel never changes again (no election): this replica leads on
+                    if leading.wait_for(|l| !*l).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                };
                 tokio::select! {
                     () = this.follow(term.clone()) => {}
-                    r = leading.wait_for(|l| !*l) => if r.is_err() { term.cancel(); return },
+                    () = lost => {}
                     () = stop.cancelled() => {}
                 }
                 term.cancel();
@@ -163,25 +167,11 @@ impl Uninstaller {
         if task.state.is_terminal() || term.is_cancelled() {
             return;
         }
-        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&task.cluster);
-        if !running {
-            tracing::info!(cluster = %task.cluster, "running uninstall task");
-            self.spawn_in(task, rev, term.child_token());
+        let stop = term.child_token();
+        if !self.running.lock().unwrap_or_else(PoisonError::into_inner).insert(task.cluster.clone()) {
+            return;
         }
-    }
-
-    fn spawn(&self, task: UninstallTask, rev: Revision) {
-        self.spawn_in(task, rev, self.tasks.token().child_token());
-    }
-
-    fn spawn_in(&self, task: UninstallTask, rev: Revision, stop: CancellationToken) {
-        {
-            let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-            if running.contains_key(&task.cluster) {
-                return;
-            }
-            running.insert(task.cluster.clone(), stop.clone());
-        }
+        tracing::info!(cluster = %task.cluster, "running uninstall task");
         let this = self.clone();
         self.tasks.spawn("uninstall", async move {
             let id = task.cluster.clone();
