@@ -33,6 +33,12 @@ impl Slot {
         flag.store(true, Ordering::Release);
         self.waker.wake();
     }
+    /// A change of desired state: `SyncNow` with the config offered, one wake-up.
+    fn raise_change(&self) {
+        // the offer first: a stream that takes the SyncNow sees it
+        self.offer.store(true, Ordering::Release);
+        self.raise(&self.sync_now);
+    }
     fn is_gone(&self) -> bool {
         self.gone.load(Ordering::Acquire)
     }
@@ -92,15 +98,17 @@ struct HubState {
     /// skipped when they come due.
     due: BinaryHeap<Reverse<(tokio::time::Instant, u64, ClusterId)>>,
     generation: u64,
+    /// Shared presence, told of every stream held here and of every one let go.
+    presence: Option<Arc<dyn Presence>>,
 }
 
 impl HubState {
-    fn new(timing: SyncTiming, seed: u64) -> Self {
-        Self { timing, rng: Rng::new(seed), agents: HashMap::new(), due: BinaryHeap::new(), generation: 0 }
+    fn new(timing: SyncTiming, seed: u64, presence: Option<Arc<dyn Presence>>) -> Self {
+        Self { timing, rng: Rng::new(seed), agents: HashMap::new(), due: BinaryHeap::new(), generation: 0, presence }
     }
 
-    fn register(&mut self, id: ClusterId, slot: Arc<Slot>, presence: Option<&Arc<dyn Presence>>) {
-        if let Some(p) = presence {
+    fn register(&mut self, id: ClusterId, slot: Arc<Slot>) {
+        if let Some(p) = &self.presence {
             p.set(&id, true);
         }
         self.generation += 1;
@@ -114,9 +122,28 @@ impl HubState {
         }
     }
 
+    /// Lets `id`'s stream go (the way every agent leaves the map while the hub runs), and
+    /// withdraws its presence.
+    fn forget(&mut self, id: &ClusterId) -> Option<Arc<Slot>> {
+        let (_, slot) = self.agents.remove(id)?;
+        if let Some(p) = &self.presence {
+            p.set(id, false);
+        }
+        Some(slot)
+    }
+
+    /// Forgets every agent whose stream is gone.
+    fn sweep(&mut self) {
+        let gone: Vec<ClusterId> =
+            self.agents.iter().filter(|(_, (_, s))| s.is_gone()).map(|(id, _)| id.clone()).collect();
+        for id in gone {
+            self.forget(&id);
+        }
+    }
+
     fn slot(&mut self, id: &ClusterId) -> Option<&Arc<Slot>> {
         if self.agents.get(id).is_some_and(|(_, s)| s.is_gone()) {
-            self.agents.remove(id);
+            self.forget(id);
         }
         self.agents.get(id).map(|(_, s)| s)
     }
@@ -136,7 +163,7 @@ impl HubState {
             let current = self.agents.get(&id).is_some_and(|(g, s)| *g == generation && !s.is_gone());
             if !current {
                 if self.agents.get(&id).is_some_and(|(g, _)| *g == generation) {
-                    self.agents.remove(&id);
+                    self.forget(&id);
                 }
                 continue;
             }
@@ -148,14 +175,11 @@ impl HubState {
         }
     }
 
-    fn broadcast(&mut self, pick: fn(&Slot) -> &AtomicBool) {
-        self.agents.retain(|_, (_, slot)| {
-            if slot.is_gone() {
-                return false;
-            }
-            slot.raise(pick(slot));
-            true
-        });
+    fn broadcast(&mut self, raise: fn(&Slot)) {
+        self.sweep();
+        for (_, slot) in self.agents.values() {
+            raise(slot);
+        }
     }
 
     fn close_all(&mut self) {
@@ -175,7 +199,7 @@ impl Hub {
         let shared = presence.clone();
         let stop = tasks.token();
         tasks.spawn_graceful("sync-hub", async move {
-            let mut hub = HubState::new(timing, seed);
+            let mut hub = HubState::new(timing, seed, shared);
             let mut heartbeat = tokio::time::interval(timing.heartbeat_interval);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -202,44 +226,33 @@ impl Hub {
                         return;
                     }
                     () = resync => hub.resync_due(),
-                    _ = heartbeat.tick() => hub.broadcast(|s| &s.heartbeat),
+                    _ = heartbeat.tick() => hub.broadcast(|s| s.raise(&s.heartbeat)),
                     cmd = rx.recv() => match cmd {
                         None => {
                             hub.close_all();
                             return;
                         }
-                        Some(Cmd::Register { id, slot }) => hub.register(id, slot, shared.as_ref()),
+                        Some(Cmd::Register { id, slot }) => hub.register(id, slot),
                         Some(Cmd::Gone { id, slot }) => {
                             // only if it is still this agent's current stream (not replaced)
                             if hub.agents.get(&id).is_some_and(|(_, s)| Arc::ptr_eq(s, &slot)) {
-                                hub.agents.remove(&id);
-                                if let Some(p) = &shared {
-                                    p.set(&id, false);
-                                }
+                                hub.forget(&id);
                             }
                         }
-                        Some(Cmd::Notify(None)) => {
-                            // the offer first: a stream that takes the SyncNow sees it
-                            hub.broadcast(|s| &s.offer);
-                            hub.broadcast(|s| &s.sync_now);
-                        }
+                        Some(Cmd::Notify(None)) => hub.broadcast(Slot::raise_change),
                         Some(Cmd::Notify(Some(id))) => {
                             if let Some(slot) = hub.slot(&id) {
-                                slot.raise(&slot.offer);
-                                slot.raise(&slot.sync_now);
+                                slot.raise_change();
                             }
                         }
                         Some(Cmd::Close(id)) => {
-                            if let Some((_, slot)) = hub.agents.remove(&id) {
+                            if let Some(slot) = hub.forget(&id) {
                                 slot.raise(&slot.closed);
-                                if let Some(p) = &shared {
-                                    p.set(&id, false);
-                                }
                             }
                         }
                         Some(Cmd::Connected { id, reply }) => { let _ = reply.send(hub.slot(&id).is_some()); }
                         Some(Cmd::Count { reply }) => {
-                            hub.agents.retain(|_, (_, s)| !s.is_gone());
+                            hub.sweep();
                             let _ = reply.send(hub.agents.len());
                         }
                     },
