@@ -169,13 +169,8 @@ impl TryFrom<pb_node::SyncResponse> for SyncReply {
             (r != pb_node::SyncResult::Unspecified).then_some(r)
         })?;
         if result == pb_node::SyncResult::NeedsUpdate {
-            let config: NodeConfig = convert_required("config", w.config)?;
-            let sent = digest("digest", &w.digest)?;
-            let computed = config.digest();
-            if sent != computed {
-                return Err(ConvertError::DigestMismatch { field: "digest".to_owned(), sent, computed });
-            }
-            return Ok(Self::NeedsUpdate { config, digest: sent });
+            let (config, digest) = verified(w.config, &w.digest)?;
+            return Ok(Self::NeedsUpdate { config, digest });
         }
         const CONTEXT: &str = "when result is UP_TO_DATE";
         if w.config.is_some() {
@@ -203,6 +198,19 @@ impl From<SyncReply> for pb_node::SyncResponse {
     }
 }
 
+/// A config sent with its digest: converted and validated, the digest recomputed and a
+/// mismatch refused, so an agent never records a digest that does not describe what it
+/// applies.
+fn verified(config: Option<pb::NodeConfig>, sent: &str) -> Result<(NodeConfig, Digest), ConvertError> {
+    let config: NodeConfig = convert_required("config", config)?;
+    let sent = digest("digest", sent)?;
+    let computed = config.digest();
+    if sent != computed {
+        return Err(ConvertError::DigestMismatch { field: "digest".to_owned(), sent, computed });
+    }
+    Ok((config, sent))
+}
+
 impl pb_node::SyncNow {
     /// A `SyncNow` for the `metrics` capability, offering a config and its digest when given
     /// (the digest must be the config's: the receiver refuses a mismatch).
@@ -219,21 +227,13 @@ impl pb_node::SyncNow {
     /// # Errors
     /// An invalid config, a digest that is not one or does not match the config, or only one of
     /// the two set.
-    pub fn offer(&self) -> Result<Option<(NodeConfig, Digest)>, ConvertError> {
-        match (&self.config, self.digest.is_empty()) {
+    pub fn offer(self) -> Result<Option<(NodeConfig, Digest)>, ConvertError> {
+        match (self.config, self.digest.is_empty()) {
             (None, true) => Ok(None),
             (None, false) => {
                 Err(ConvertError::Unexpected { field: "digest".to_owned(), context: "when config is unset" })
             }
-            (Some(_), _) => {
-                let config: NodeConfig = convert_required("config", self.config.clone())?;
-                let sent = digest("digest", &self.digest)?;
-                let computed = config.digest();
-                if sent != computed {
-                    return Err(ConvertError::DigestMismatch { field: "digest".to_owned(), sent, computed });
-                }
-                Ok(Some((config, sent)))
-            }
+            (config, _) => verified(config, &self.digest).map(Some),
         }
     }
 }
