@@ -384,16 +384,24 @@ impl Bootstrap for BootstrapService {
         }
         // the current certificate authenticates (its expiry checked on this request, its
         // serial against the revoked ones)
-        let id = match &self.admission {
-            Some(a) => a.caller(&request)?.0,
-            None => crate::auth::cluster_of(&request)?,
+        // registered or not: from the in-memory registry view, or the store without one
+        let (id, registered) = match &self.admission {
+            Some(a) => {
+                let (id, m) = a.caller(&request)?;
+                (id, Some(m.is_some()))
+            }
+            None => (crate::auth::cluster_of(&request)?, None),
         };
         self.limit(&request, "Renew")?;
         let csr_pem = request.into_inner().csr_pem;
         if csr_pem.len() > 16 * 1024 {
             return Err(Status::invalid_argument("csr_pem: larger than 16 KiB"));
         }
-        if self.state.cluster(&id).await.map_err(status)?.is_none() {
+        let registered = match registered {
+            Some(r) => r,
+            None => self.state.cluster(&id).await.map_err(status)?.is_some(),
+        };
+        if !registered {
             tracing::warn!(cluster = %id, "renewal refused: the cluster is not registered");
             return Err(Status::permission_denied(format!(
                 "cluster {id} is not registered (it was deleted); its certificate is not renewed"
