@@ -150,6 +150,24 @@ pub fn failure<E: std::error::Error>(context: &'static str) -> impl FnOnce(E) ->
     refusal_with(EXIT_FAILURE, context)
 }
 
+/// A daemon's `main` after its flags: the config (or why not), then the runtime it asks for
+/// (`default_workers` threads unless `runtime.workerThreads` says otherwise, thread names
+/// `name`), then `run` on that runtime; the exit code of it all ([`exit`]).
+pub fn run_daemon<C>(
+    program: &str,
+    name: &str,
+    default_workers: usize,
+    config: Result<C, ConfigError>,
+    runtime: impl FnOnce(&C) -> config::RuntimeConfig,
+    run: impl FnOnce(C) -> futures::future::BoxFuture<'static, Result<(), Refusal>>,
+) -> std::process::ExitCode {
+    let outcome = config.map_err(refusal("")).and_then(|cfg| {
+        let rt = runtime(&cfg).build(name, default_workers).map_err(failure("cannot start the runtime"))?;
+        rt.block_on(run(cfg))
+    });
+    exit(program, outcome)
+}
+
 /// The process exit code for a daemon's run: success, or the refusal printed as
 /// `program: reason` with its code.
 pub fn exit(program: &str, run: Result<(), Refusal>) -> std::process::ExitCode {
@@ -305,14 +323,21 @@ pub async fn start_gateway(plan: config::gateway::GatewayPlan) -> Result<opni_me
 pub async fn start_agent(plan: config::agent::AgentPlan) -> Result<opni_metrics_agent::Agent, Refusal> {
     use config::agent::DriverKind;
     let mut builder = opni_metrics_agent::Agent::builder(plan.settings);
-    if let Some(name) = &plan.identity_secret {
-        let k = &plan.driver.kubernetes;
-        let client = opni_metrics_kube::client::client(k.kubeconfig.as_deref())
-            .await
-            .map_err(failure("bootstrap.identitySecret"))?;
+    // one Kubernetes client and namespace, for the identity Secret and the node driver alike
+    let k = &plan.driver.kubernetes;
+    let kube = if plan.identity_secret.is_some() || plan.driver.kind == DriverKind::Kubernetes {
+        let what = if plan.identity_secret.is_some() { "bootstrap.identitySecret" } else { "driver.kubernetes" };
+        let client = opni_metrics_kube::client::client(k.kubeconfig.as_deref()).await.map_err(failure(what))?;
         let namespace = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+        Some((client, namespace))
+    } else {
+        None
+    };
+    if let (Some(name), Some((client, namespace))) = (&plan.identity_secret, &kube) {
         builder = builder.identity_keeper(std::sync::Arc::new(opni_metrics_agent::identity::SecretKeeper::new(
-            client, namespace, name,
+            client.clone(),
+            namespace.clone(),
+            name,
         )));
     }
     match plan.driver.kind {
@@ -324,18 +349,16 @@ pub async fn start_agent(plan: config::agent::AgentPlan) -> Result<opni_metrics_
             o.search_path = search_path();
             builder = builder.process_driver(o);
         }
+        // (the client was made above whenever the driver is Kubernetes)
         DriverKind::Kubernetes => {
-            let k = &plan.driver.kubernetes;
-            let client = opni_metrics_kube::client::client(k.kubeconfig.as_deref())
-                .await
-                .map_err(failure("driver.kubernetes"))?;
-            let namespace = k.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
-            let mut ks = opni_metrics_agent::kubernetes::KubeDriverSettings::new(client, namespace);
-            ks.name.clone_from(&k.name);
-            ks.owner_deployment.clone_from(&k.owner_deployment);
-            ks.remote_write_url.clone_from(&k.remote_write_url);
-            ks.strategy = k.strategy;
-            builder = builder.kubernetes_driver(ks);
+            if let Some((client, namespace)) = kube {
+                let mut ks = opni_metrics_agent::kubernetes::KubeDriverSettings::new(client, namespace);
+                ks.name.clone_from(&k.name);
+                ks.owner_deployment.clone_from(&k.owner_deployment);
+                ks.remote_write_url.clone_from(&k.remote_write_url);
+                ks.strategy = k.strategy;
+                builder = builder.kubernetes_driver(ks);
+            }
         }
     }
     let mut agent = builder.build().await.map_err(failure("cannot start"))?;

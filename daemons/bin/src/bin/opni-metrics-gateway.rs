@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use opni_metrics_daemons::config::gateway::GatewayConfig;
-use opni_metrics_daemons::{LogFormat, Refusal, exit, failure, load_yaml, refusal, serve};
+use opni_metrics_daemons::{LogFormat, Refusal, load_yaml, refusal, serve};
 use opni_metrics_transport::tls::TlsFiles;
 
 /// The opni-metrics gateway.
@@ -126,9 +126,13 @@ async fn run(check_config: bool, cfg: GatewayConfig) -> Result<(), Refusal> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let run = config(&args).map_err(refusal("")).and_then(|cfg| {
-        let rt = cfg.runtime.build("gateway", 0).map_err(failure("cannot start the runtime"))?;
-        rt.block_on(run(args.check_config, cfg))
-    });
-    exit("opni-metrics-gateway", run)
+    let check_config = args.check_config;
+    opni_metrics_daemons::run_daemon(
+        "opni-metrics-gateway",
+        "gateway",
+        0,
+        config(&args),
+        |c: &GatewayConfig| c.runtime,
+        |c| Box::pin(run(check_config, c)),
+    )
 }
