@@ -396,10 +396,8 @@ impl AgentConfig {
         a.validate().map_err(|e| ConfigError::invalid(e.field, e.reason))?;
         let identity_secret = match (&a.identity, &self.bootstrap.identity_secret) {
             (opni_metrics_agent::IdentitySource::Join(_), Some(name)) => {
-                if name.is_empty()
-                    || name.len() > 253
-                    || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-                {
+                // a DNS subdomain, as Kubernetes names Secrets
+                if name.len() > 253 || !name.split('.').all(opni_metrics_core::spec::is_dns_label) {
                     return Err(ConfigError::invalid(
                         "bootstrap.identitySecret",
                         "must be a Kubernetes object name (lowercase letters, digits, '-', '.')",
@@ -448,6 +446,19 @@ mod tests {
         for bad in ["http://a.ns.svc:8080/api/v1/writes", "/api/agent/push", "ftp://a/api/agent/push", "not a url"] {
             c.driver.kubernetes.remote_write_url = Some(bad.into());
             assert_eq!(field(&c), "driver.kubernetes.remoteWriteUrl", "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_identity_secret_must_be_a_kubernetes_name() {
+        let mut c = AgentConfig::default();
+        for ok in ["opni-metrics-agent-identity", "a.b-c.d", "x"] {
+            c.bootstrap.identity_secret = Some(ok.into());
+            assert_eq!(c.validate().unwrap().identity_secret.as_deref(), Some(ok));
+        }
+        for bad in ["", "-x", "x-", "a..b", "Upper", "a_b", &"a".repeat(64)] {
+            c.bootstrap.identity_secret = Some(bad.into());
+            assert_eq!(field(&c), "bootstrap.identitySecret", "{bad}");
         }
     }
 
