@@ -661,6 +661,9 @@ async fn start_relays(ctx: &Ctx, scenario: Scenario, variant: &Variant) -> Resul
                 format!("--tls-key={}", s(&a.key)),
                 format!("--tls-ca={}", s(&a.ca)),
                 "--log-level=warn".into(),
+                // the generator plays the local Prometheus: a real one (the process driver)
+                // would add its own self-scrape pushes to the receiver's count, and its CPU
+                "--driver=none".into(),
             ]
             .into_iter()
             .chain(variant.agent_args.iter().cloned())
