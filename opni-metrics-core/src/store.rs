@@ -27,6 +27,9 @@ pub const MAX_KEY_LEN: usize = 1024;
 /// Largest value accepted (etcd's default request limit).
 pub const MAX_VALUE_LEN: usize = 1536 * 1024;
 
+/// Most keys one backend write of [`Store::put_all`] carries (etcd's default `--max-txn-ops`).
+pub const MAX_BATCH_KEYS: usize = 128;
+
 /// A stored key, its value and the revision of its last write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyValue {
@@ -211,6 +214,25 @@ pub trait Store: Send + Sync {
 
     /// Writes `value` under `key` if `pre` holds; returns the new revision.
     fn put<'a>(&'a self, key: &'a str, value: Bytes, pre: Precondition) -> BoxFuture<'a, Result<Revision, StoreError>>;
+
+    /// Writes every `(key, value)` of `entries` without preconditions, in order (a later entry
+    /// for a key wins), in as few backend writes as the store can: one etcd transaction per
+    /// [`MAX_BATCH_KEYS`] keys, one embedded transaction. Returns the revision of the last write,
+    /// `None` for no entries. Every entry is checked before anything is written; past that the
+    /// batch is not atomic as a whole: on an error, a leading part of it may be written. The
+    /// default writes one entry at a time.
+    fn put_all(&self, entries: Vec<(String, Bytes)>) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
+        Box::pin(async move {
+            for (key, value) in &entries {
+                validate_write(key, value.len())?;
+            }
+            let mut last = None;
+            for (key, value) in entries {
+                last = Some(self.put(&key, value, Precondition::None).await?);
+            }
+            Ok(last)
+        })
+    }
 
     /// Deletes `key` if `pre` holds; returns the revision of the delete, or `None` when the key
     /// was absent (which is not an error unless `pre` required a revision).

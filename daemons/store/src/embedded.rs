@@ -437,6 +437,30 @@ fn put_blocking(
     Ok((Revision(revision), Some(Revision(revision))))
 }
 
+fn put_all_blocking(
+    db: &Db,
+    history: History,
+    entries: &[(String, Bytes)],
+) -> Result<(Option<Revision>, Option<Revision>), StoreError> {
+    if entries.is_empty() {
+        return Ok((None, None));
+    }
+    let txn = db.db.begin_write().or_unavailable(db)?;
+    let last = {
+        let mut kv = txn.open_table(KV).or_unavailable(db)?;
+        let mut revision = meta_get(db, &txn.open_table(META).or_unavailable(db)?, META_REVISION)?;
+        // one revision per entry, as if written one by one, in one commit
+        for (key, value) in entries {
+            revision += 1;
+            kv.insert(key.as_str(), (revision, &value[..])).or_unavailable(db)?;
+            append(db, &txn, history, revision, key, Some(value))?;
+        }
+        revision
+    };
+    txn.commit().or_unavailable(db)?;
+    Ok((Some(Revision(last)), Some(Revision(last))))
+}
+
 fn delete_blocking(
     db: &Db,
     history: History,
@@ -545,6 +569,15 @@ impl Store for EmbeddedStore {
             validate_write(key, value.len())?;
             let key = key.to_owned();
             self.write(move |db, history| put_blocking(db, history, &key, &value, pre)).await
+        })
+    }
+
+    fn put_all(&self, entries: Vec<(String, Bytes)>) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
+        Box::pin(async move {
+            for (key, value) in &entries {
+                validate_write(key, value.len())?;
+            }
+            self.write(move |db, history| put_all_blocking(db, history, &entries)).await
         })
     }
 

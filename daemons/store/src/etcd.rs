@@ -42,7 +42,7 @@ use futures::future::{self, BoxFuture};
 use futures::stream::{self, BoxStream, StreamExt};
 use opni_metrics_core::id::Revision;
 use opni_metrics_core::store::{
-    KeyValue, Listing, Precondition, Store, StoreError, WatchEvent, validate_key, validate_write,
+    KeyValue, Listing, MAX_BATCH_KEYS, Precondition, Store, StoreError, WatchEvent, validate_key, validate_write,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -64,6 +64,10 @@ pub const DEFAULT_PREFIX: &str = "/opni-metrics/";
 
 /// Keys per page of a listing.
 pub const LIST_PAGE: i64 = 256;
+
+/// Most key and value bytes one `put_all` transaction carries, well below etcd's default
+/// request limit (`--max-request-bytes`, 1.5 MiB); a larger single entry goes alone.
+const TXN_BYTES: usize = 1 << 20;
 
 /// Largest gRPC response accepted from etcd (a page of large values).
 const MAX_RESPONSE: usize = 512 << 20;
@@ -325,6 +329,12 @@ impl EtcdStore {
         .await
     }
 
+    /// Unconditional puts as one transaction; the revision it made.
+    async fn put_txn(&self, ops: Vec<pb::RequestOp>) -> Result<Revision, StoreError> {
+        let resp = self.txn(pb::TxnRequest { compare: Vec::new(), success: ops, failure: Vec::new() }).await?;
+        header_revision(resp.header.as_ref())
+    }
+
     /// One attempt at a consistent paged listing; `Ok(None)` when its snapshot got compacted.
     async fn list_once(&self, start: Bytes, end: Bytes) -> Result<Option<Listing>, StoreError> {
         let mut items = Vec::new();
@@ -445,6 +455,33 @@ impl Store for EtcdStore {
                 return Err(conflict(key, pre, &resp));
             }
             header_revision(resp.header.as_ref())
+        })
+    }
+
+    fn put_all(&self, entries: Vec<(String, Bytes)>) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
+        Box::pin(async move {
+            for (key, value) in &entries {
+                validate_write(key, value.len())?;
+            }
+            // one transaction per MAX_BATCH_KEYS keys and TXN_BYTES bytes; etcd refuses a key twice
+            // in one transaction, so a repeated key starts the next one
+            let mut last = None;
+            let (mut ops, mut bytes, mut keys) = (Vec::new(), 0usize, std::collections::HashSet::new());
+            for (key, value) in entries {
+                let size = key.len() + value.len();
+                if !ops.is_empty() && (ops.len() == MAX_BATCH_KEYS || bytes + size > TXN_BYTES || keys.contains(&key)) {
+                    last = Some(self.put_txn(std::mem::take(&mut ops)).await?);
+                    (bytes, keys) = (0, std::collections::HashSet::new());
+                }
+                let put = pb::PutRequest { key: self.keys.full(&key), value, ..Default::default() };
+                ops.push(pb::RequestOp { request: Some(pb::request_op::Request::RequestPut(put)) });
+                bytes += size;
+                keys.insert(key);
+            }
+            if !ops.is_empty() {
+                last = Some(self.put_txn(ops).await?);
+            }
+            Ok(last)
         })
     }
 

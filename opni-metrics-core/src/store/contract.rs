@@ -27,6 +27,7 @@ pub async fn run_all(store: &dyn Store, namespace: &str) {
     watch_from_listing(store, &format!("{namespace}watch/")).await;
     watch_replays_history(store, &format!("{namespace}replay/")).await;
     concurrent_increments(store, &format!("{namespace}incr/")).await;
+    put_all(store, &format!("{namespace}put-all/")).await;
     invalid_input(store).await;
 }
 
@@ -151,6 +152,38 @@ pub async fn concurrent_increments(store: &dyn Store, ns: &str) {
     });
     futures::future::join_all(tasks).await;
     assert_eq!(store.get(&k).await.unwrap().unwrap().value, b("80"));
+}
+
+/// `put_all` writes a batch larger than one backend write, a repeated key ending with its last
+/// value, returns the last revision, and shows every write to a watch; an empty batch writes
+/// nothing; a batch with one bad entry writes none of it.
+pub async fn put_all(store: &dyn Store, ns: &str) {
+    let before = store.list(ns).await.unwrap().revision;
+    let n = super::MAX_BATCH_KEYS * 2 + 3;
+    let mut entries: Vec<(String, Bytes)> = (0..n).map(|i| (format!("{ns}k{i:04}"), b(&i.to_string()))).collect();
+    entries.insert(5, (format!("{ns}k0007"), b("first")));
+    let mut w = store.watch(ns, before).await.unwrap();
+    let last = store.put_all(entries).await.unwrap().expect("a revision for a non-empty batch");
+    let listing = store.list(ns).await.unwrap();
+    assert_eq!(listing.items.len(), n);
+    for (i, kv) in listing.items.iter().enumerate() {
+        assert_eq!((kv.key.as_str(), &kv.value), (format!("{ns}k{i:04}").as_str(), &b(&i.to_string())));
+        assert!(kv.revision > before && kv.revision <= last, "{} at {}", kv.key, kv.revision);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < n {
+        match w.next().await.unwrap().unwrap() {
+            WatchEvent::Put(kv) => {
+                assert!(kv.revision <= last);
+                seen.insert(kv.key);
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(store.put_all(Vec::new()).await.unwrap(), None);
+    let bad = vec![(format!("{ns}fine"), b("1")), (format!("{ns}bad\0key"), b("2"))];
+    assert!(matches!(store.put_all(bad).await, Err(StoreError::InvalidKey { .. })));
+    assert_eq!(store.get(&format!("{ns}fine")).await.unwrap(), None, "nothing of a refused batch is written");
 }
 
 /// Empty keys, control characters and oversize values are refused with typed errors.
