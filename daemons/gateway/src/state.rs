@@ -338,12 +338,14 @@ impl State {
         Ok(self.get(&format!("{STATUS}{id}")).await?.map(|(s, _)| s))
     }
 
-    /// Persists a node's status.
+    /// Stores many nodes' status in as few store writes as the store can make
+    /// ([`Store::put_all`](opni_metrics_core::store::Store::put_all)).
     ///
     /// # Errors
-    /// Store errors.
-    pub async fn put_status(&self, id: &ClusterId, s: &StoredStatus) -> Result<(), StateError> {
-        self.store.put(&format!("{STATUS}{id}"), encode(s), Precondition::None).await?;
+    /// Store errors; a leading part of the batch may have been written.
+    pub async fn put_statuses(&self, batch: &[(ClusterId, StoredStatus)]) -> Result<(), StateError> {
+        let entries = batch.iter().map(|(id, s)| (format!("{STATUS}{id}"), encode(s))).collect();
+        self.store.put_all(entries).await?;
         Ok(())
     }
 
@@ -540,5 +542,16 @@ mod tests {
         assert_eq!(affected("status/c1"), None);
         assert_eq!(affected("tasks/uninstall/c1"), None);
         assert_eq!(affected("tokens/x"), None);
+    }
+
+    #[test]
+    fn the_view_watches_every_key_it_reads_and_not_status() {
+        let watched = |k: &str| crate::sync::VIEW_KEYS.iter().any(|p| k.starts_with(p));
+        for key in [NODE_DEFAULT, UPSTREAM, "clusters/c1", "nodeconfig/node/c2", "revoked/0a1b"] {
+            assert!(watched(key), "{key} is not watched");
+        }
+        for key in ["status/c1", "rules/status/c1", "tasks/uninstall/c1", "tokens/x", "certs/c1/0a", "joins/c1"] {
+            assert!(!watched(key), "{key} is watched");
+        }
     }
 }

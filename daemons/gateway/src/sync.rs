@@ -263,7 +263,7 @@ pub fn watch_store(
                     continue;
                 }
             };
-            let mut events = match state.store().watch("", from).await {
+            let mut events = match watch_view_keys(&state, from).await {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch the store; retrying");
@@ -286,7 +286,8 @@ pub fn watch_store(
                         continue;
                     }
                 };
-                let Some(ev) = ev else { break };
+                // one of the watches ended: resubscribe them all
+                let Some(Some(ev)) = ev else { break };
                 match ev {
                     Ok(ev) => {
                         if let Some(id) = view.apply(&ev) {
@@ -306,6 +307,35 @@ pub fn watch_store(
     });
 }
 
+/// The keys the view follows: every key [`ViewData::apply_put`] and [`affected`] read, and no
+/// other. Node status, written once per agent per change, would otherwise come back through
+/// every replica's watch only to be ignored.
+pub(crate) const VIEW_KEYS: [&str; 4] =
+    [super::state::CLUSTERS, "nodeconfig/", super::state::REVOKED, super::state::UPSTREAM];
+
+/// The store's changes under [`VIEW_KEYS`] after `from`, merged; an item `None` says one of the
+/// watches ended.
+async fn watch_view_keys(
+    state: &State,
+    from: opni_metrics_core::Revision,
+) -> Result<
+    futures::stream::BoxStream<
+        'static,
+        Option<Result<opni_metrics_core::store::WatchEvent, opni_metrics_core::store::StoreError>>,
+    >,
+    opni_metrics_core::store::StoreError,
+> {
+    let mut watches = Vec::with_capacity(VIEW_KEYS.len());
+    for prefix in VIEW_KEYS {
+        let events = state.store().watch(prefix, from).await?;
+        watches.push(events.map(Some).chain(futures::stream::once(async { None })).boxed());
+    }
+    Ok(futures::stream::select_all(watches).boxed())
+}
+
+/// How long the status writer lets reports gather before it writes them together.
+const STATUS_GATHER: Duration = Duration::from_millis(50);
+
 /// The last status each node reported, and when; persisted when it changes, by one writer task
 /// that coalesces (the latest status of a node wins), so a burst of reports never queues
 /// replies behind durable commits.
@@ -323,12 +353,14 @@ impl StatusCache {
         tasks.spawn("status-writer", async move {
             loop {
                 this.wake.notified().await;
+                // let a fan-out's reports gather: statuses are for display, a moment late is fine
+                tokio::time::sleep(STATUS_GATHER).await;
                 let batch: Vec<(ClusterId, StoredStatus)> =
                     this.pending.lock().unwrap_or_else(PoisonError::into_inner).drain().collect();
-                for (id, s) in batch {
-                    if let Err(e) = state.put_status(&id, &s).await {
-                        tracing::warn!(cluster = %id, error = %e, "cannot persist node status");
-                    }
+                // one store write per batch, not per node: during a fan-out every agent
+                // reports at once, and on etcd a write per report cost more than the Syncs
+                if let Err(e) = state.put_statuses(&batch).await {
+                    tracing::warn!(nodes = batch.len(), error = %e, "cannot persist node status");
                 }
             }
         });
