@@ -338,8 +338,7 @@ impl State {
         Ok(self.get(&format!("{STATUS}{id}")).await?.map(|(s, _)| s))
     }
 
-    /// Stores many nodes' status in as few store writes as the store can make
-    /// ([`Store::put_all`](opni_metrics_core::store::Store::put_all)).
+    /// Stores many nodes' status in as few store writes as the store can make (`Store::put_all`).
     ///
     /// # Errors
     /// Store errors; a leading part of the batch may have been written.
