@@ -9,11 +9,32 @@ use tokio::process::{Child, Command};
 
 use crate::http::{eventually, get};
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, then release).
+/// A port on 127.0.0.1 that was free a moment ago, for a daemon started next that must know its
+/// port in advance (or keep it across a restart): from 20000–31999, never the same twice in one
+/// process (see the comment inside for why not `bind(0)`).
 ///
 /// # Panics
 /// If no port can be bound.
 pub fn free_port() -> u16 {
+    // Below Linux's ephemeral range (32768–60999): a port from `bind(0)`, once released, can
+    // be handed at once to any outgoing connection's local end, or to another `bind(0)`, and
+    // the daemon that was meant to listen on it then fails with "address in use". Ports here
+    // are never chosen by the kernel, and this process hands each out once, starting at an
+    // offset of its own so that test binaries running side by side rarely meet.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let seed = std::process::id().wrapping_mul(2_654_435_761) % SPAN;
+        let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let port = u16::try_from(FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN).unwrap_or(0);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind port 0")
 }
 
