@@ -57,21 +57,41 @@ impl Session {
         };
         let mut stop = std::pin::pin!(stop);
         let mut keys: BTreeMap<String, Bytes> = BTreeMap::new();
+        // after a failed grant or keep-alive: waits that double up to the lease's time to live
+        let first_wait = Duration::from_millis(500);
+        let mut wait = first_wait;
         loop {
             let lease = tokio::select! {
                 () = &mut stop => return,
                 l = self.grant() => l,
             };
-            let Some(lease) = lease else {
-                tokio::select! {
-                    () = &mut stop => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            let keep_alive = match lease {
+                None => None,
+                Some(lease) => {
+                    for (k, v) in &keys {
+                        let _ = self.put_leased(k, v.clone(), lease).await;
+                    }
+                    match self.store.keep_alive(lease, self.ttl / 3).await {
+                        Ok(ka) => Some((lease, ka)),
+                        Err(e) => {
+                            // the lease would outlive this attempt by its time to live, with the
+                            // keys just written under it: give it back now
+                            tracing::warn!(error = %e, "cannot keep the session lease alive; retrying");
+                            self.store.revoke_lease(lease).await;
+                            None
+                        }
+                    }
                 }
             };
-            for (k, v) in &keys {
-                let _ = self.put_leased(k, v.clone(), lease).await;
-            }
-            let Ok((ka_tx, mut responses)) = self.store.keep_alive(lease, self.ttl / 3).await else { continue };
+            let Some((lease, (ka_tx, mut responses))) = keep_alive else {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(self.ttl);
+                continue;
+            };
+            wait = first_wait;
             let mut tick = tokio::time::interval_at(Instant::now() + self.ttl / 3, self.ttl / 3);
             loop {
                 tokio::select! {
