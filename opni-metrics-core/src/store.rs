@@ -188,6 +188,14 @@ pub fn validate_write(key: &str, value_len: usize) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Checks every entry of a [`Store::put_all`] batch, before any is written.
+///
+/// # Errors
+/// The first entry's [`StoreError::InvalidKey`] or [`StoreError::ValueTooLarge`].
+pub fn validate_writes(entries: &[(String, Bytes)]) -> Result<(), StoreError> {
+    entries.iter().try_for_each(|(key, value)| validate_write(key, value.len()))
+}
+
 /// Checks a key: 1..=[`MAX_KEY_LEN`] bytes, no control characters.
 ///
 /// # Errors
@@ -223,9 +231,7 @@ pub trait Store: Send + Sync {
     /// default writes one entry at a time.
     fn put_all(&self, entries: Vec<(String, Bytes)>) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
         Box::pin(async move {
-            for (key, value) in &entries {
-                validate_write(key, value.len())?;
-            }
+            validate_writes(&entries)?;
             let mut last = None;
             for (key, value) in entries {
                 last = Some(self.put(&key, value, Precondition::None).await?);

@@ -45,7 +45,7 @@ use futures::stream::{self, BoxStream};
 use opni_metrics_core::id::Revision;
 use opni_metrics_core::store::{
     KeyValue, Listing, MAX_VALUE_LEN, Precondition, Store, StoreError, StoreHealth, WatchEvent, validate_key,
-    validate_write,
+    validate_write, validate_writes,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, Table, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -574,9 +574,7 @@ impl Store for EmbeddedStore {
 
     fn put_all(&self, entries: Vec<(String, Bytes)>) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
         Box::pin(async move {
-            for (key, value) in &entries {
-                validate_write(key, value.len())?;
-            }
+            validate_writes(&entries)?;
             self.write(move |db, history| put_all_blocking(db, history, &entries)).await
         })
     }

@@ -43,6 +43,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use opni_metrics_core::id::Revision;
 use opni_metrics_core::store::{
     KeyValue, Listing, MAX_BATCH_KEYS, Precondition, Store, StoreError, WatchEvent, validate_key, validate_write,
+    validate_writes,
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -460,9 +461,7 @@ impl Store for EtcdStore {
 
     fn put_all(&self, entries: Vec<(String, Bytes)>) -> BoxFuture<'_, Result<Option<Revision>, StoreError>> {
         Box::pin(async move {
-            for (key, value) in &entries {
-                validate_write(key, value.len())?;
-            }
+            validate_writes(&entries)?;
             // one transaction per MAX_BATCH_KEYS keys and TXN_BYTES bytes; etcd refuses a key twice
             // in one transaction, so a repeated key starts the next one
             let mut last = None;
