@@ -98,8 +98,7 @@ impl GatewayChannel {
         tls: watch::Receiver<Arc<ClientConfig>>,
         opts: &ChannelOptions,
     ) -> Result<Self, ChannelError> {
-        let name = ServerName::try_from(server_name.to_owned())
-            .map_err(|_| ChannelError::ServerName(server_name.to_owned()))?;
+        let name = crate::grpc::server_name(server_name)?;
         let authority: http::uri::Authority = addr.parse().map_err(|_| ChannelError::Address(addr.to_owned()))?;
         if authority.port_u16().is_none() {
             return Err(ChannelError::Address(addr.to_owned()));
@@ -166,8 +165,8 @@ impl Shared {
         let cfg = Arc::clone(&self.tls.borrow());
         let tls = tokio_rustls::TlsConnector::from(cfg).connect(self.name.clone(), tcp).await?;
         let (send, conn) = h2::client::Builder::new()
-            .initial_window_size(2 << 20)
-            .initial_connection_window_size(8 << 20)
+            .initial_window_size(crate::grpc::STREAM_WINDOW)
+            .initial_connection_window_size(crate::grpc::CONNECTION_WINDOW)
             .handshake::<_, Bytes>(tls)
             .await
             .map_err(io::Error::other)?;

@@ -329,6 +329,20 @@ pub enum ChannelError {
     ServerName(String),
 }
 
+/// HTTP/2 connection-level receive window of every agent↔gateway connection, both ends: a
+/// burst of concurrent bodies flows without waiting for window updates.
+pub const CONNECTION_WINDOW: u32 = 8 << 20;
+/// HTTP/2 per-stream receive window, both ends: a body up to this size needs no window update.
+pub const STREAM_WINDOW: u32 = 2 << 20;
+
+/// `server_name` as the name TLS verifies the server by.
+///
+/// # Errors
+/// [`ChannelError::ServerName`].
+pub fn server_name(server_name: &str) -> Result<ServerName<'static>, ChannelError> {
+    ServerName::try_from(server_name.to_owned()).map_err(|_| ChannelError::ServerName(server_name.to_owned()))
+}
+
 /// A lazily connecting channel to `addr` (`host:port`) over TLS with `tls`'s current config,
 /// verifying the server as `server_name`. One HTTP/2 connection multiplexes every call;
 /// it reconnects on demand after a failure, and fails calls at once while the peer is down.
@@ -341,8 +355,7 @@ pub fn tls_channel(
     tls: watch::Receiver<Arc<ClientConfig>>,
     opts: &ChannelOptions,
 ) -> Result<Channel, ChannelError> {
-    let name =
-        ServerName::try_from(server_name.to_owned()).map_err(|_| ChannelError::ServerName(server_name.to_owned()))?;
+    let name = self::server_name(server_name)?;
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|_| ChannelError::Address(addr.to_owned()))?
         .connect_timeout(opts.connect_timeout)
@@ -350,8 +363,8 @@ pub fn tls_channel(
         .keep_alive_timeout(opts.keepalive_timeout)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true)
-        .initial_connection_window_size(Some(8 << 20))
-        .initial_stream_window_size(Some(2 << 20));
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .initial_stream_window_size(Some(STREAM_WINDOW));
     let target = addr.to_owned();
     let connector = tower::service_fn(move |_: http::Uri| {
         let cfg = Arc::clone(&tls.borrow());
