@@ -154,11 +154,14 @@ pub enum SyncReply {
 
 /// The gateway's sync decision for an agent that reports `current` as its applied digest.
 pub fn sync_decision(current: Option<&Digest>, desired: &NodeConfig) -> SyncReply {
-    let digest = desired.digest();
-    if current == Some(&digest) {
-        SyncReply::UpToDate
-    } else {
-        SyncReply::NeedsUpdate { config: desired.clone(), digest }
+    SyncReply::decide(current, desired.clone(), desired.digest())
+}
+
+impl SyncReply {
+    /// [`sync_decision`] with the desired config's digest already known (`digest` must be
+    /// `desired.digest()`).
+    pub fn decide(current: Option<&Digest>, desired: NodeConfig, digest: Digest) -> Self {
+        if current == Some(&digest) { Self::UpToDate } else { Self::NeedsUpdate { config: desired, digest } }
     }
 }
 

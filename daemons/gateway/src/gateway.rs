@@ -486,6 +486,12 @@ impl Gateway {
         &self.ops
     }
 
+    /// Resolves once the registry view has been loaded from the store (which follows
+    /// [`Gateway::bind_and_serve`] by a moment; until then the gateway is not ready).
+    pub async fn registry_loaded(&self) {
+        self.view.loaded().await;
+    }
+
     /// The sync hub.
     pub fn hub(&self) -> &Hub {
         &self.hub

@@ -14,6 +14,7 @@ use futures::{Stream, StreamExt};
 use opni_metrics_core::backoff::Rng;
 use opni_metrics_core::digest::Digest;
 use opni_metrics_core::node::{NodeConfig, NodeStatus, SyncReply, sync_decision};
+use opni_metrics_core::store::StoreError;
 use opni_metrics_core::{CapabilityName, ClusterId, Timestamp};
 use opni_metrics_proto::node::v1::node_sync_server::NodeSync;
 use opni_metrics_proto::node::v1::{
@@ -56,6 +57,8 @@ pub use hub::{AgentStream, Hub, Offers, Presence, os_seed};
 #[derive(Debug, Default)]
 pub struct StateView {
     inner: std::sync::RwLock<Option<ViewData>>,
+    /// Whether the first load is done, for [`StateView::loaded`].
+    loaded: tokio::sync::watch::Sender<bool>,
     /// The last config whose digest was computed, and that digest: most agents share one
     /// desired config, so a fan-out computes its digest once instead of once per `Sync`.
     digest_memo: Mutex<Option<(NodeConfig, Digest)>>,
@@ -108,6 +111,11 @@ impl StateView {
         self.read(|_| ()).is_some()
     }
 
+    /// Resolves once the view has been loaded.
+    pub async fn loaded(&self) {
+        let _ = self.loaded.subscribe().wait_for(|l| *l).await;
+    }
+
     /// `f` over the loaded view; `None` before the first load.
     pub(crate) fn read<R>(&self, f: impl FnOnce(&ViewData) -> R) -> Option<R> {
         self.inner.read().unwrap_or_else(PoisonError::into_inner).as_ref().map(f)
@@ -147,6 +155,8 @@ impl StateView {
             .map(|old| old.capabilities.keys().filter(|id| !v.capabilities.contains_key(*id)).cloned().collect())
             .unwrap_or_default();
         *g = Some(v);
+        drop(g);
+        self.loaded.send_replace(true);
         Ok((from.unwrap_or(opni_metrics_core::Revision::ZERO), gone))
     }
 
@@ -313,18 +323,11 @@ pub fn watch_store(
 pub(crate) const VIEW_KEYS: [&str; 4] =
     [super::state::CLUSTERS, "nodeconfig/", super::state::REVOKED, super::state::UPSTREAM];
 
-/// The store's changes under [`VIEW_KEYS`] after `from`, merged; an item `None` says one of the
-/// watches ended.
-async fn watch_view_keys(
-    state: &State,
-    from: opni_metrics_core::Revision,
-) -> Result<
-    futures::stream::BoxStream<
-        'static,
-        Option<Result<opni_metrics_core::store::WatchEvent, opni_metrics_core::store::StoreError>>,
-    >,
-    opni_metrics_core::store::StoreError,
-> {
+/// The view's watches merged: an item `None` says one of them ended.
+type ViewEvents = futures::stream::BoxStream<'static, Option<Result<opni_metrics_core::store::WatchEvent, StoreError>>>;
+
+/// The store's changes under [`VIEW_KEYS`] after `from`, merged.
+async fn watch_view_keys(state: &State, from: opni_metrics_core::Revision) -> Result<ViewEvents, StoreError> {
     let mut watches = Vec::with_capacity(VIEW_KEYS.len());
     for prefix in VIEW_KEYS {
         let events = state.store().watch(prefix, from).await?;
@@ -440,8 +443,7 @@ impl NodeSync for NodeSyncService {
             self.statuses.persist(id.clone(), StoredStatus { status: reported, reported_at: at });
         }
         let reply = match self.view.as_ref().and_then(|v| v.desired_with_digest(&id)) {
-            Some((_, digest)) if current == Some(digest) => SyncReply::UpToDate,
-            Some((config, digest)) => SyncReply::NeedsUpdate { config, digest },
+            Some((config, digest)) => SyncReply::decide(current.as_ref(), config, digest),
             None => sync_decision(current.as_ref(), &self.state.desired(&id).await.map_err(status)?),
         };
         Ok(Response::new(reply.into()))

@@ -31,7 +31,7 @@ pub(crate) struct Uninstaller {
     hub: Hub,
     driver: Arc<dyn ClusterDriver>,
     tasks: Tasks,
-    /// The tasks this replica runs, each with the token that stops it.
+    /// The clusters whose task this replica runs (each stopped by its term's token).
     running: Arc<Mutex<HashSet<ClusterId>>>,
     leading: watch::Receiver<bool>,
 }

@@ -41,12 +41,8 @@ async fn after_shutdown_the_store_file_can_be_reopened() {
     let mut gateway = Gateway::builder(settings).store(store).build().await.unwrap();
     let addrs = gateway.bind_and_serve().await.unwrap();
     // ready once its registry view has loaded, which follows serving by a moment
-    let ready = tokio::time::timeout(Duration::from_secs(10), async {
-        while gateway.ops().readiness().is_err() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    });
-    assert!(ready.await.is_ok(), "not ready: {:?}", gateway.ops().readiness());
+    let loaded = tokio::time::timeout(Duration::from_secs(10), gateway.registry_loaded()).await;
+    assert!(loaded.is_ok() && gateway.ops().is_ready(), "not ready: {:?}", gateway.ops().readiness());
 
     // a connected agent: a notification stream open, one Sync answered
     let id = ClusterId::new("c1").unwrap();
