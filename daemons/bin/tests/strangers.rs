@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Stack, WAIT, body};
+use opni_metrics_core::node::{ConditionKind, ConditionStatus};
 use opni_metrics_proto::bootstrap::v1::JoinRequest;
 use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
 use opni_metrics_proto::remote::v1::PushRequest;
@@ -60,25 +61,32 @@ async fn handshakes_over_the_cap_are_closed_at_once() {
     )
     .await;
     let gw = stack.gateway.as_ref().unwrap();
-    // two connections that never start a handshake hold both slots
-    let idle: Vec<tokio::net::TcpStream> =
-        futures::future::join_all((0..2).map(|_| tokio::net::TcpStream::connect(gw.grpc_addr)))
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
-    // the next one is closed without waiting for anything
+    // the agent's first Sync is done: its dial no longer competes for the two slots
+    let mut sync = stack.agent.sync.clone();
+    let synced = |s: &opni_metrics_agent::sync_loop::SyncState| {
+        s.status.get(ConditionKind::Synced).is_some_and(|c| c.status == ConditionStatus::True)
+    };
+    tokio::time::timeout(WAIT, sync.wait_for(synced)).await.unwrap().unwrap();
+    // Two connections that never start a handshake hold both slots, and the next one is closed
+    // without waiting for anything. Each attempt opens all three afresh: should any other dial
+    // of the agent (a redial, its first push) be in its handshake at that moment, it holds a
+    // slot, the gateway closes the second idle connection instead, and the third gets the freed
+    // slot and waits out its handshake timeout.
     let metrics = format!("http://{}/metrics", gw.http_addr);
-    let refused = eventually(WAIT, "a connection over the cap is closed", || async {
+    let idle = eventually(WAIT, "a connection over the cap is closed", || async {
+        let mut idle = Vec::new();
+        for _ in 0..2 {
+            idle.push(tokio::net::TcpStream::connect(gw.grpc_addr).await.map_err(|e| e.to_string())?);
+        }
         let mut third = tokio::net::TcpStream::connect(gw.grpc_addr).await.map_err(|e| e.to_string())?;
         let mut buf = [0u8; 1];
         match tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => Ok(()),
+            Ok(Ok(0) | Err(_)) => Ok(idle),
             other => Err(format!("{other:?}")),
         }
     })
-    .await;
-    refused.unwrap();
+    .await
+    .unwrap();
     let m = opni_metrics_tests::http::get(&metrics).await.unwrap().text();
     assert!(m.contains("opni_gateway_tls_handshake_failures_total{reason=\"handshake_limit\"}"), "{m}");
     // once they go, agents connect again
