@@ -30,6 +30,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::digest::hex;
 use crate::id::{ClusterId, IdError};
 use crate::registry::{Cluster, RegistryError, validate_labels};
 use crate::spec::{LabelSelector, SelectorOperator};
@@ -394,10 +395,6 @@ impl fmt::Debug for PresentedKey<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PresentedKey").field("id", &self.id).finish_non_exhaustive()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn is_hex(s: &str, len: usize) -> bool {

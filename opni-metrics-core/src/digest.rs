@@ -72,6 +72,17 @@ impl Digest {
     }
 }
 
+/// `bytes` as lowercase hex digits, two per byte (the form of [`Digest`]'s `Display`).
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
 fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -167,6 +178,14 @@ mod tests {
         assert_eq!(Digest::parse("abc"), Err(DigestError::Malformed { len: 3 }));
         assert!(Digest::parse(&"G".repeat(64)).is_err());
         assert!(Digest::parse(&"A".repeat(64)).is_err(), "uppercase is not canonical");
+    }
+
+    #[test]
+    fn hex_is_two_lowercase_digits_per_byte() {
+        assert_eq!(hex(&[]), "");
+        assert_eq!(hex(&[0, 0x0f, 0xa0, 0xff]), "000fa0ff");
+        let d = Digest::of_canonical("t", &1u8).unwrap();
+        assert_eq!(hex(d.as_bytes()), d.to_string());
     }
 
     #[test]

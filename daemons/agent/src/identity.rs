@@ -18,7 +18,7 @@ use opni_metrics_proto::bootstrap::v1::{JoinRequest, RenewRequest};
 use tokio::sync::watch;
 
 use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
-use opni_metrics_transport::tls::TlsFiles;
+use opni_metrics_transport::tls::{Leaf, TlsFiles};
 
 /// Join failures.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +182,7 @@ fn csr(key: &rcgen::KeyPair) -> Result<String, JoinError> {
 /// The validity period of the certificate in `path`.
 fn validity(path: &Path) -> Option<(SystemTime, SystemTime)> {
     let chain = opni_metrics_transport::tls::read_certs("certificate", path).ok()?;
-    opni_metrics_transport::tls::validity(&chain)
+    Leaf::parse(&chain).ok().map(|l| l.validity())
 }
 
 /// When a certificate valid over `(from, until)` is renewed: at two thirds of its lifetime.
@@ -239,12 +239,12 @@ pub async fn renew(
     let old = opni_metrics_transport::tls::read_certs("certificate", &f.cert)
         .ok()
         .and_then(|c| opni_metrics_transport::tls::peer_cluster_id(&c).ok());
-    let new = opni_metrics_transport::tls::peer_cluster_id(&chain).map_err(|e| RenewError::Answer(e.to_string()))?;
-    if old.as_ref().is_some_and(|o| *o != new) {
+    let issued = Leaf::parse(&chain).map_err(|e| RenewError::Answer(e.to_string()))?;
+    let new = issued.cluster.as_ref().map_err(|e| RenewError::Answer(e.to_string()))?;
+    if old.as_ref().is_some_and(|o| o != new) {
         return Err(RenewError::Answer(format!("the certificate names cluster {new}, not this agent's")));
     }
-    let period = opni_metrics_transport::tls::validity(&chain)
-        .ok_or_else(|| RenewError::Answer("the certificate has no readable validity".into()))?;
+    let period = issued.validity();
     // key and certificate each replaced atomically, next to each other; a reload that reads
     // between the two sees a mismatched pair, refuses it and keeps the old one until the
     // trigger that follows
@@ -398,7 +398,7 @@ impl IdentityKeeper for SecretKeeper {
                     Err(e) => return Err(self.error(e)),
                 }
             }
-            opni_metrics_kube::secret::apply(&self.client, &self.namespace, &self.name, data, "opni-metrics-agent")
+            opni_metrics_kube::secret::apply(&self.client, &self.namespace, &self.name, data)
                 .await
                 .map_err(|e| self.error(e))
         })

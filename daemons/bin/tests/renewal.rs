@@ -19,7 +19,7 @@ use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_tests::http::{get, push};
 use opni_metrics_tests::upstream::{Behaviour, Upstream};
 use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
-use opni_metrics_transport::tls::{TlsFiles, read_certs, validity};
+use opni_metrics_transport::tls::{Leaf, TlsFiles, read_certs};
 use tokio::sync::watch;
 use tonic::Code;
 
@@ -43,7 +43,7 @@ async fn token(gw: &common::RunningGateway) -> String {
 }
 
 fn cert_period(files: &TlsFiles) -> (SystemTime, SystemTime) {
-    validity(&read_certs("certificate", &files.cert).unwrap()).unwrap()
+    Leaf::parse(&read_certs("certificate", &files.cert).unwrap()).unwrap().validity()
 }
 
 /// Sleeps until the wall clock passes `t` (certificate validity is wall-clock time; there is no

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opni_metrics_core::digest::hex;
 use opni_metrics_core::registry::{Cluster, validate_labels};
 use opni_metrics_core::{ClusterId, Timestamp};
 use opni_metrics_proto::IntoStatus;
@@ -70,14 +71,9 @@ fn issued(chain_pem: &str) -> Option<(String, Timestamp)> {
     use rustls_pki_types::pem::PemObject;
     let chain =
         rustls_pki_types::CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>().ok()?;
-    let serial = opni_metrics_transport::tls::serial(&chain)?;
-    let end = opni_metrics_transport::tls::not_after(&chain)?;
-    let ms = end.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
-    Some((serial, Timestamp(u64::try_from(ms).ok()?)))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let leaf = opni_metrics_transport::tls::Leaf::parse(&chain).ok()?;
+    let ms = leaf.not_after.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis();
+    Some((leaf.serial, Timestamp(u64::try_from(ms).ok()?)))
 }
 
 fn sha256(s: &str) -> String {

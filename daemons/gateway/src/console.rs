@@ -356,5 +356,5 @@ fn asset(content_type: &'static str, body: &'static str) -> Reply {
 pub(crate) fn flash_sig(csrf: &str, level: &str, message: &str) -> String {
     use sha2::Digest as _;
     let d = sha2::Sha256::digest(format!("{csrf}\x1f{level}\x1f{message}").as_bytes());
-    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    opni_metrics_core::digest::hex(&d[..16])
 }

@@ -543,7 +543,7 @@ fn admin_token(path: &Path) -> Result<String, StartError> {
     let mut b = [0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .map_err(|_| StartError::Io { path: path.to_owned(), source: std::io::Error::other("no randomness") })?;
-    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let token = opni_metrics_core::digest::hex(&b);
     crate::ca::write_private(path, &token).map_err(|e| match e {
         CaError::Io { path, source } => StartError::Io { path, source },
         e => StartError::Ca(e),

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::tls::{IdentityError, peer_cluster_id};
+use crate::tls::IdentityError;
 
 /// Who is on the other end of a connection, as its verified certificate says.
 #[derive(Debug, Clone)]
@@ -97,6 +97,17 @@ fn cut_error() -> io::Error {
 }
 
 impl PeerIdentity {
+    /// The identity of a peer that presented `chain` (leaf first; empty without a client
+    /// certificate), its leaf parsed once.
+    pub fn new(chain: &[rustls_pki_types::CertificateDer<'_>], remote_addr: SocketAddr) -> Self {
+        match crate::tls::Leaf::parse(chain) {
+            Ok(leaf) => {
+                Self { cluster: leaf.cluster, remote_addr, not_after: Some(leaf.not_after), serial: Some(leaf.serial) }
+            }
+            Err(e) => Self { cluster: Err(e), remote_addr, not_after: None, serial: None },
+        }
+    }
+
     /// The identity carried by a tonic request, as the server's connection layer put it there.
     ///
     /// # Errors
@@ -273,12 +284,7 @@ pub fn tls_incoming_limited(
                 match result {
                     Ok(Ok(inner)) => {
                         let chain = inner.get_ref().1.peer_certificates().unwrap_or(&[]);
-                        let identity = PeerIdentity {
-                            cluster: peer_cluster_id(chain),
-                            remote_addr,
-                            not_after: crate::tls::not_after(chain),
-                            serial: crate::tls::serial(chain),
-                        };
+                        let identity = PeerIdentity::new(chain, remote_addr);
                         let cut = identity.cluster.as_ref().ok().map(|id| tracked.track(id));
                         let _ = tx.send(Ok(TlsConn { inner, identity, cut, _slot: slot })).await;
                     }

@@ -66,13 +66,51 @@ pub enum IdentityError {
     InvalidId(#[from] opni_metrics_core::id::IdError),
 }
 
-/// The cluster named by a verified peer certificate chain (leaf first).
-///
-/// # Errors
-/// [`IdentityError`].
-pub fn peer_cluster_id(chain: &[CertificateDer<'_>]) -> Result<ClusterId, IdentityError> {
-    let leaf = chain.first().ok_or(IdentityError::NoCertificate)?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| IdentityError::Unparsable)?;
+/// What the leaf of a certificate chain (leaf first) says about its holder, read with one parse:
+/// the gateway reads it once per handshake, the agent once per renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leaf {
+    /// The cluster named by its URI SAN, or why it names none.
+    pub cluster: Result<ClusterId, IdentityError>,
+    /// Its serial number, lowercase hex without leading zero bytes.
+    pub serial: String,
+    /// When it starts being valid.
+    pub not_before: SystemTime,
+    /// When it stops being valid.
+    pub not_after: SystemTime,
+}
+
+impl Leaf {
+    /// Reads the first certificate of `chain`.
+    ///
+    /// # Errors
+    /// [`IdentityError::NoCertificate`] for an empty chain, [`IdentityError::Unparsable`] for a
+    /// leaf that is not X.509 or whose validity is before 1970. A leaf without a usable cluster
+    /// SAN still parses: that is in [`Leaf::cluster`].
+    pub fn parse(chain: &[CertificateDer<'_>]) -> Result<Self, IdentityError> {
+        let leaf = chain.first().ok_or(IdentityError::NoCertificate)?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).map_err(|_| IdentityError::Unparsable)?;
+        let at = |t: x509_parser::time::ASN1Time| {
+            u64::try_from(t.timestamp())
+                .map(|s| std::time::UNIX_EPOCH + Duration::from_secs(s))
+                .map_err(|_| IdentityError::Unparsable)
+        };
+        Ok(Self {
+            cluster: cluster_san(&cert),
+            serial: serial_hex(cert.raw_serial()),
+            not_before: at(cert.validity().not_before)?,
+            not_after: at(cert.validity().not_after)?,
+        })
+    }
+
+    /// The validity period, `(not_before, not_after)`.
+    pub fn validity(&self) -> (SystemTime, SystemTime) {
+        (self.not_before, self.not_after)
+    }
+}
+
+/// The one cluster a certificate's URI SANs name.
+fn cluster_san(cert: &x509_parser::certificate::X509Certificate<'_>) -> Result<ClusterId, IdentityError> {
     let san = cert.subject_alternative_name().map_err(|_| IdentityError::Unparsable)?;
     let mut found = None;
     for name in san.iter().flat_map(|s| s.value.general_names.iter()) {
@@ -88,34 +126,18 @@ pub fn peer_cluster_id(chain: &[CertificateDer<'_>]) -> Result<ClusterId, Identi
     found.ok_or(IdentityError::NoClusterSan)
 }
 
-/// When the leaf of a certificate chain stops being valid; `None` without a parsable leaf.
-pub fn not_after(chain: &[CertificateDer<'_>]) -> Option<std::time::SystemTime> {
-    validity(chain).map(|(_, end)| end)
-}
-
-/// The serial number of the leaf of a certificate chain, lowercase hex without leading zero
-/// bytes; `None` without a parsable leaf.
-pub fn serial(chain: &[CertificateDer<'_>]) -> Option<String> {
-    let leaf = chain.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    Some(serial_hex(cert.raw_serial()))
+/// The cluster named by a verified peer certificate chain (leaf first).
+///
+/// # Errors
+/// [`IdentityError`].
+pub fn peer_cluster_id(chain: &[CertificateDer<'_>]) -> Result<ClusterId, IdentityError> {
+    Leaf::parse(chain)?.cluster
 }
 
 /// A certificate serial's bytes as lowercase hex, without leading zero bytes.
-pub fn serial_hex(raw: &[u8]) -> String {
+fn serial_hex(raw: &[u8]) -> String {
     let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len().saturating_sub(1));
-    raw[start..].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The validity period (not before, not after) of the leaf of a certificate chain; `None`
-/// without a parsable leaf.
-pub fn validity(chain: &[CertificateDer<'_>]) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
-    let leaf = chain.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let at = |t: x509_parser::time::ASN1Time| {
-        u64::try_from(t.timestamp()).ok().map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
-    };
-    Some((at(cert.validity().not_before)?, at(cert.validity().not_after)?))
+    opni_metrics_core::digest::hex(&raw[start..])
 }
 
 /// Paths of a certificate chain, its key and the CA bundle that verifies peers.
@@ -200,7 +222,7 @@ fn spki_sha256(cert: &CertificateDer<'_>) -> Option<[u8; 32]> {
 /// The pin of a CA certificate, as kubeadm makes them: `sha256:` and the hex SHA-256 of its
 /// SubjectPublicKeyInfo. `None` if the certificate does not parse.
 pub fn ca_pin(cert: &CertificateDer<'_>) -> Option<String> {
-    spki_sha256(cert).map(|h| format!("sha256:{}", h.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    spki_sha256(cert).map(|h| format!("sha256:{}", opni_metrics_core::digest::Digest::from_bytes(h)))
 }
 
 /// The pin of the first certificate in a PEM text.
@@ -210,16 +232,10 @@ pub fn ca_pin_of_pem(pem: &str) -> Option<String> {
 }
 
 fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
-    let bad = || TlsError::Pin(pin.to_owned());
-    let hex = pin.strip_prefix("sha256:").ok_or_else(bad)?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(out)
+    let hex = pin.strip_prefix("sha256:").ok_or_else(|| TlsError::Pin(pin.to_owned()))?;
+    opni_metrics_core::digest::Digest::parse(&hex.to_ascii_lowercase())
+        .map(|d| *d.as_bytes())
+        .map_err(|_| TlsError::Pin(pin.to_owned()))
 }
 
 /// Verifies a server against the CA in its own chain whose public key matches a pin.
@@ -419,5 +435,53 @@ impl TlsFiles {
             }
         });
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(uris: &[&str], serial: &[u8]) -> CertificateDer<'static> {
+        let mut p = rcgen::CertificateParams::default();
+        p.subject_alt_names = uris.iter().map(|u| rcgen::SanType::URI((*u).try_into().unwrap())).collect();
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+        p.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2026, 2, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn one_parse_reads_cluster_serial_and_validity() {
+        let leaf = Leaf::parse(&[cert(&["urn:opni-metrics:cluster:east-1"], &[0, 0x0a, 0xbc])]).unwrap();
+        assert_eq!(leaf.cluster, Ok(ClusterId::new("east-1").unwrap()));
+        assert_eq!(leaf.serial, "0abc", "leading zero bytes dropped, lowercase hex");
+        let day = |d: u64| std::time::UNIX_EPOCH + Duration::from_secs(d * 86_400);
+        // 2026-01-01 and 2026-02-01 are days 20454 and 20485 since 1970-01-01
+        assert_eq!(leaf.validity(), (day(20_454), day(20_485)));
+    }
+
+    #[test]
+    fn a_leaf_without_one_cluster_still_parses_and_says_why() {
+        let none = Leaf::parse(&[cert(&["https://example.com/"], &[1])]).unwrap();
+        assert_eq!(none.cluster, Err(IdentityError::NoClusterSan));
+        let two = Leaf::parse(&[cert(&["urn:opni-metrics:cluster:a", "urn:opni-metrics:cluster:b"], &[1])]).unwrap();
+        assert_eq!(two.cluster, Err(IdentityError::Ambiguous));
+        let bad = Leaf::parse(&[cert(&["urn:opni-metrics:cluster:.."], &[1])]).unwrap();
+        assert!(matches!(bad.cluster, Err(IdentityError::InvalidId(_))), "{:?}", bad.cluster);
+        assert_eq!(Leaf::parse(&[]), Err(IdentityError::NoCertificate));
+        assert_eq!(Leaf::parse(&[CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])]), Err(IdentityError::Unparsable));
+    }
+
+    #[test]
+    fn a_pin_is_the_ca_key_digest_in_either_case() {
+        let ca = cert(&[], &[7]);
+        let pin = ca_pin(&ca).unwrap();
+        assert_eq!(parse_pin(&pin).ok(), spki_sha256(&ca));
+        assert_eq!(parse_pin(&pin.to_ascii_uppercase().replace("SHA256:", "sha256:")).ok(), spki_sha256(&ca));
+        for bad in ["", "sha256:", "md5:00", &pin[7..], &format!("{pin}0"), &pin.replace('a', "g")] {
+            assert!(matches!(parse_pin(bad), Err(TlsError::Pin(p)) if p == bad), "{bad:?}");
+        }
     }
 }
