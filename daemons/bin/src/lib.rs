@@ -258,10 +258,6 @@ pub fn search_path() -> Vec<std::path::PathBuf> {
 }
 
 /// The lease time to live of the etcd election and presence session.
-fn es_ttl(configured: Option<std::time::Duration>) -> std::time::Duration {
-    configured.unwrap_or(std::time::Duration::from_secs(15))
-}
-
 /// Builds a gateway from a validated plan: opens the store, builds the Kubernetes client when
 /// configured, and serves on the configured listeners.
 ///
@@ -275,16 +271,13 @@ pub async fn start_gateway(plan: config::gateway::GatewayPlan) -> Result<opni_me
             let etcd =
                 Arc::new(opni_metrics_store::etcd::EtcdStore::new(cfg).map_err(failure("cannot open the store"))?);
             let replica = format!("{}-{}", host_name(), std::process::id());
-            let mut es = opni_metrics_store::etcd::ElectionSettings::new("gateway", replica.clone());
-            if let Some(ttl) = plan.election_ttl {
-                es.ttl = ttl;
-                es.margin = (ttl / 5).max(std::time::Duration::from_secs(1));
-            }
+            let es =
+                opni_metrics_store::etcd::ElectionSettings::new("gateway", replica.clone()).with_ttl(plan.election_ttl);
             let election =
                 opni_metrics_store::etcd::Election::new(Arc::clone(&etcd), es).map_err(failure("store.etcd"))?;
             let leading = election.leading();
             // which replica holds each agent's stream, in keys that go with the replica's lease
-            let session = opni_metrics_store::etcd::Session::new(Arc::clone(&etcd), es_ttl(plan.election_ttl));
+            let session = opni_metrics_store::etcd::Session::new(Arc::clone(&etcd), plan.election_ttl);
             let presence = opni_metrics_gateway::sync::SessionPresence::new(
                 Arc::clone(&session),
                 Arc::clone(&etcd) as Arc<dyn opni_metrics_core::store::Store>,

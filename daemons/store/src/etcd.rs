@@ -575,7 +575,7 @@ mod session;
 mod watcher;
 use config::tls_config;
 pub use config::{EtcdConfig, EtcdError, EtcdTls};
-pub use election::{Election, ElectionSettings};
+pub use election::{DEFAULT_LEASE_TTL, Election, ElectionSettings, MIN_LEASE_TTL};
 pub use session::Session;
 use watcher::Watcher;
 

@@ -73,7 +73,7 @@ pub struct ElectionConfig {
 
 impl Default for ElectionConfig {
     fn default() -> Self {
-        Self { ttl: PromDuration::from_secs(15) }
+        Self { ttl: opni_metrics_store::etcd::DEFAULT_LEASE_TTL.into() }
     }
 }
 
@@ -358,7 +358,7 @@ pub struct GatewayPlan {
     /// Kubernetes, when configured.
     pub kubernetes: Option<KubePlan>,
     /// The election lease's time to live (replicas on etcd).
-    pub election_ttl: Option<std::time::Duration>,
+    pub election_ttl: std::time::Duration,
 }
 
 pub(crate) fn socket(field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -484,9 +484,10 @@ impl GatewayConfig {
             Some(k) => Some(k.validate(crate::host_name)?),
         };
         let ttl = self.election.ttl.as_duration();
-        if ttl < Duration::from_secs(3) {
-            return Err(ConfigError::invalid("election.ttl", "must be at least 3s"));
+        if ttl < opni_metrics_store::etcd::MIN_LEASE_TTL {
+            let min = PromDuration::from(opni_metrics_store::etcd::MIN_LEASE_TTL);
+            return Err(ConfigError::invalid("election.ttl", format!("must be at least {min}")));
         }
-        Ok(GatewayPlan { settings: s, store, kubernetes, election_ttl: Some(ttl) })
+        Ok(GatewayPlan { settings: s, store, kubernetes, election_ttl: ttl })
     }
 }

@@ -25,21 +25,46 @@ pub struct ElectionSettings {
     pub name: String,
     /// What the leader writes as the key's value (shown to operators), e.g. the pod name.
     pub identity: String,
-    /// The lease's time to live. Default 15 s; at least 3 s.
+    /// The lease's time to live. Default [`DEFAULT_LEASE_TTL`]; at least [`MIN_LEASE_TTL`].
     pub ttl: Duration,
     /// How long before the lease could end the leader stops. Default 2 s; below `ttl / 2`.
     pub margin: Duration,
 }
 
+/// The shortest lease an [`Election`] or a [`Session`](super::Session) takes: etcd's own
+/// minimum TTL is about 1.5 election timeouts, and a renewal needs a round trip to spare.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// The lease TTL of an [`ElectionSettings::new`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+
 impl ElectionSettings {
     /// Settings for election `name`, campaigning as `identity`, with the default timing.
     pub fn new(name: impl Into<String>, identity: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            identity: identity.into(),
-            ttl: Duration::from_secs(15),
-            margin: Duration::from_secs(2),
+        Self { name: name.into(), identity: identity.into(), ttl: DEFAULT_LEASE_TTL, margin: Duration::from_secs(2) }
+    }
+
+    /// These settings with lease TTL `ttl` and a margin that fits it: a fifth of it, at least
+    /// 1 s.
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self.margin = (ttl / 5).max(Duration::from_secs(1));
+        self
+    }
+
+    /// Checks the settings as [`Election::new`] does.
+    ///
+    /// # Errors
+    /// [`EtcdError::Election`] naming what is unusable.
+    pub fn validate(&self) -> Result<(), EtcdError> {
+        if self.ttl < MIN_LEASE_TTL || self.margin.is_zero() || self.margin * 2 >= self.ttl {
+            return Err(EtcdError::Election("ttl must be at least 3s and margin above 0 and below ttl/2"));
         }
+        if self.name.is_empty() || self.name.contains('/') {
+            return Err(EtcdError::Election("the election name must be non-empty, without '/'"));
+        }
+        Ok(())
     }
 }
 
@@ -69,12 +94,7 @@ impl Election {
     /// # Errors
     /// [`EtcdError::Election`] for unusable settings.
     pub fn new(store: Arc<EtcdStore>, settings: ElectionSettings) -> Result<Self, EtcdError> {
-        if settings.ttl < Duration::from_secs(3) || settings.margin.is_zero() || settings.margin * 2 >= settings.ttl {
-            return Err(EtcdError::Election("ttl must be at least 3s and margin above 0 and below ttl/2"));
-        }
-        if settings.name.is_empty() || settings.name.contains('/') {
-            return Err(EtcdError::Election("the election name must be non-empty, without '/'"));
-        }
+        settings.validate()?;
         let (tx, _) = watch::channel(false);
         Ok(Self { store, settings, tx })
     }

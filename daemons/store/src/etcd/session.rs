@@ -33,10 +33,12 @@ impl std::fmt::Debug for Op {
 }
 
 impl Session {
-    /// A session on `store` whose lease lives `ttl` (at least 3 s) without renewal.
+    /// A session on `store` whose lease lives `ttl` (at least [`MIN_LEASE_TTL`](super::election::MIN_LEASE_TTL))
+    /// without renewal.
     pub fn new(store: Arc<EtcdStore>, ttl: Duration) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        Arc::new(Self { store, ttl: ttl.max(Duration::from_secs(3)), tx, rx: std::sync::Mutex::new(Some(rx)) })
+        let ttl = ttl.max(super::election::MIN_LEASE_TTL);
+        Arc::new(Self { store, ttl, tx, rx: std::sync::Mutex::new(Some(rx)) })
     }
 
     /// Writes `key` (bound to the session's lease).
