@@ -63,6 +63,13 @@ async fn an_agent_restarted_without_its_data_directory_keeps_its_identity() {
     for key in ["tls.crt", "tls.key", "ca.crt"] {
         assert!(kept[key].is_string(), "{key} kept: {kept}");
     }
+    // written like every object this project owns: labelled, by its field manager
+    let secret = api.get("", "secrets", Some(NAMESPACE), SECRET).unwrap();
+    assert_eq!(secret["metadata"]["labels"]["app.kubernetes.io/managed-by"], "opni-metrics", "{secret}");
+    assert_eq!(secret["type"], "Opaque");
+    let managers: Vec<&str> =
+        secret["metadata"]["managedFields"].as_array().unwrap().iter().filter_map(|m| m["manager"].as_str()).collect();
+    assert_eq!(managers, ["opni-metrics"], "{secret}");
     let cert = std::fs::read_to_string(data.join("identity").join("cert.pem")).unwrap();
     common::install(&gw, "kc1").await;
     let url = format!("http://127.0.0.1:{port}/api/agent/push");
