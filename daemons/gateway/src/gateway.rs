@@ -215,9 +215,8 @@ impl Gateway {
         let remote = InterceptedService::new(remote, require_identity);
         let node_sync = InterceptedService::new(
             NodeSyncServer::new(
-                NodeSyncService::new(self.state.clone(), self.hub.clone(), Arc::clone(&self.statuses))
-                    .with_stream_age(self.settings.max_connection_age)
-                    .with_view(Arc::clone(&self.view)),
+                NodeSyncService::new(self.hub.clone(), Arc::clone(&self.statuses), Arc::clone(&self.view))
+                    .with_stream_age(self.settings.max_connection_age),
             ),
             require_identity,
         );

@@ -13,7 +13,7 @@ use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use opni_metrics_core::backoff::Rng;
 use opni_metrics_core::digest::Digest;
-use opni_metrics_core::node::{NodeConfig, NodeStatus, SyncReply, sync_decision};
+use opni_metrics_core::node::{NodeConfig, NodeStatus, SyncReply};
 use opni_metrics_core::store::StoreError;
 use opni_metrics_core::{CapabilityName, ClusterId, Timestamp};
 use opni_metrics_proto::node::v1::node_sync_server::NodeSync;
@@ -24,9 +24,7 @@ use opni_metrics_transport::Tasks;
 use tokio::sync::{mpsc, oneshot};
 use tonic::{Request, Response, Status};
 
-use super::errors::status;
 use super::state::{State, StoredStatus, affected, now};
-use crate::auth::cluster_of;
 
 /// Timing of periodic notifications.
 #[derive(Debug, Clone, Copy)]
@@ -388,31 +386,22 @@ impl StatusCache {
     }
 }
 
-/// The `NodeSync` gRPC service.
+/// The `NodeSync` gRPC service. It answers from the in-memory [`StateView`] and checks callers
+/// against it: until the view is loaded every call is `UNAVAILABLE`, a revoked certificate is
+/// refused, and the status of a cluster that is not registered is not kept.
 #[derive(Debug, Clone)]
 pub struct NodeSyncService {
-    state: State,
     hub: Hub,
     statuses: Arc<StatusCache>,
     stream_age: Option<Duration>,
-    /// Admission over `view`, when answering from it.
-    admission: Option<crate::admission::Admission>,
-    view: Option<Arc<StateView>>,
+    admission: crate::admission::Admission,
+    view: Arc<StateView>,
 }
 
 impl NodeSyncService {
-    /// The service.
-    pub fn new(state: State, hub: Hub, statuses: Arc<StatusCache>) -> Self {
-        Self { state, hub, statuses, stream_age: None, admission: None, view: None }
-    }
-
-    /// Answers `Sync` from `view` (while it is loaded) instead of reading the store, and checks
-    /// callers against it: a revoked certificate is refused, and the status of a cluster that
-    /// is not registered is not kept.
-    pub fn with_view(mut self, view: Arc<StateView>) -> Self {
-        self.admission = Some(crate::admission::Admission::new(Arc::clone(&view)));
-        self.view = Some(view);
-        self
+    /// The service over `view` (kept by [`watch_store`]).
+    pub fn new(hub: Hub, statuses: Arc<StatusCache>, view: Arc<StateView>) -> Self {
+        Self { hub, statuses, stream_age: None, admission: crate::admission::Admission::new(Arc::clone(&view)), view }
     }
 
     /// Ends each notification stream after `age` (the listener's maximum connection age): a
@@ -427,13 +416,7 @@ impl NodeSyncService {
 #[tonic::async_trait]
 impl NodeSync for NodeSyncService {
     async fn sync(&self, request: Request<SyncRequest>) -> Result<Response<SyncResponse>, Status> {
-        let (id, registered) = match &self.admission {
-            Some(a) => {
-                let (id, m) = a.caller(&request)?;
-                (id, m.is_some())
-            }
-            None => (cluster_of(&request)?, true),
-        };
+        let (id, registered) = self.admission.caller(&request).map(|(id, m)| (id, m.is_some()))?;
         let (current, reported) = request.into_inner().into_core().map_err(Status::from)?;
         let at = now();
         // a cluster that is not registered is told its node is disabled (what the desired
@@ -442,29 +425,25 @@ impl NodeSync for NodeSyncService {
             // persisted in the background: a reply never waits for a durable commit
             self.statuses.persist(id.clone(), StoredStatus { status: reported, reported_at: at });
         }
-        let reply = match self.view.as_ref().and_then(|v| v.desired_with_digest(&id)) {
-            Some((config, digest)) => SyncReply::decide(current.as_ref(), config, digest),
-            None => sync_decision(current.as_ref(), &self.state.desired(&id).await.map_err(status)?),
-        };
-        Ok(Response::new(reply.into()))
+        // admitted, so the view is loaded (and stays so)
+        let (config, digest) = self
+            .view
+            .desired_with_digest(&id)
+            .ok_or_else(|| Status::unavailable("the gateway is still loading the registry; retry"))?;
+        Ok(Response::new(SyncReply::decide(current.as_ref(), config, digest).into()))
     }
 
     type NotificationsStream = AgentStream;
 
     async fn notifications(&self, request: Request<NotificationsRequest>) -> Result<Response<AgentStream>, Status> {
-        let id = match &self.admission {
-            Some(a) => a.caller(&request)?.0,
-            None => cluster_of(&request)?,
-        };
+        let id = self.admission.caller(&request)?.0;
         let mut stream = self.hub.subscribe(id.clone()).await?;
         if let Some(age) = self.stream_age {
             stream = stream.with_max_age(age);
         }
-        if let Some(view) = &self.view {
-            // a change reaches the agent with its config: one Sync per change, the report
-            let (view, id) = (Arc::clone(view), id.clone());
-            stream = stream.with_offers(Arc::new(move || view.desired_with_digest(&id)));
-        }
+        // a change reaches the agent with its config: one Sync per change, the report
+        let (view, offered) = (Arc::clone(&self.view), id.clone());
+        stream = stream.with_offers(Arc::new(move || view.desired_with_digest(&offered)));
         tracing::debug!(cluster = %id, "agent connected");
         Ok(Response::new(stream))
     }
