@@ -212,17 +212,22 @@ async fn two_gateways_on_one_etcd() {
         .await
         .unwrap();
     wait_state(other, "ha-kill", TaskState::Running).await;
+    // pushes go on, paced like a scraping Prometheus, until the survivor has finished the task
+    let (done, mut finished) = tokio::sync::watch::channel(false);
     let pushing = tokio::spawn({
         let url = url.clone();
         async move {
             let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-            let end = tokio::time::Instant::now() + Duration::from_secs(8);
-            while tokio::time::Instant::now() < end {
+            let mut pace = tokio::time::interval(Duration::from_millis(20));
+            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = finished.wait_for(|d| *d) => return statuses,
+                    _ = pace.tick() => {}
+                }
                 let s = push(&url, common::body(5)).await.map(|r| r.status.as_u16()).unwrap_or(0);
                 *statuses.entry(s).or_default() += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            statuses
         }
     });
     let killed_at = tokio::time::Instant::now();
@@ -241,6 +246,7 @@ async fn two_gateways_on_one_etcd() {
     .unwrap();
     eprintln!("takeover after the leader was killed: {:?}", killed_at.elapsed());
     wait_state(survivor, "ha-kill", TaskState::Completed).await;
+    done.send_replace(true);
     let statuses = pushing.await.unwrap();
     eprintln!("pushes through the other replica during the leader change: {statuses:?}");
     assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), [204], "{statuses:?}");
