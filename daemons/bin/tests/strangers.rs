@@ -99,6 +99,54 @@ async fn handshakes_over_the_cap_are_closed_at_once() {
     .unwrap();
 }
 
+/// A TCP connection to `to` from local address `from` (any of 127.0.0.0/8 is this host).
+async fn connect_from(from: &str, to: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().map_err(std::io::Error::other)?)?;
+    socket.connect(to).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_handshake_slot() {
+    let stack = Stack::start_with(
+        Behaviour::status(204),
+        |g| {
+            g.grpc.max_handshakes = 8;
+            g.grpc.max_handshakes_per_address = 2;
+            // longer than the test waits: only the quota can close a connection here
+            g.grpc.handshake_timeout = opni_metrics_core::duration::PromDuration::from_secs(600);
+        },
+        |_| {},
+    )
+    .await;
+    let gw = stack.gateway.as_ref().unwrap();
+    let mut sync = stack.agent.sync.clone();
+    let synced = |s: &opni_metrics_agent::sync_loop::SyncState| {
+        s.status.get(ConditionKind::Synced).is_some_and(|c| c.status == ConditionStatus::True)
+    };
+    tokio::time::timeout(WAIT, sync.wait_for(synced)).await.unwrap().unwrap();
+    // one host (127.0.0.2) opens as many connections as the listener has handshake slots, and
+    // never starts a handshake: it holds two, the other six are closed at once
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect_from("127.0.0.2", gw.grpc_addr).await.unwrap());
+    }
+    // (accepted in the order they connected: the first two hold the slots)
+    for (i, c) in held.iter_mut().enumerate().skip(2) {
+        assert!(closed_by_peer(c).await, "connection {i} of the address is closed at once");
+    }
+    // another host (127.0.0.1) still completes a handshake: its call reaches the service
+    let e = BootstrapClient::new(anonymous(&stack))
+        .join(JoinRequest { token: "0123abcd.wrong".into(), csr_pem: String::new(), cluster_id: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated, "{e}");
+    let m = opni_metrics_tests::http::get(&format!("http://{}/metrics", gw.http_addr)).await.unwrap().text();
+    assert!(m.contains("opni_gateway_tls_handshake_failures_total{reason=\"address_handshake_limit\"} 6"), "{m}");
+    assert!(!m.contains("reason=\"handshake_limit\""), "the listener's cap was never reached: {m}");
+    drop(held);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_checks_the_token_first_and_is_rate_limited() {
     let stack = Stack::start_with(Behaviour::status(204), |g| g.bootstrap.join_rate_per_minute = 3, |_| {}).await;

@@ -352,6 +352,7 @@ impl Gateway {
         let metrics = Arc::clone(&self.metrics);
         let mut limits = IncomingLimits::with_handshake_timeout(s.handshake_timeout);
         limits.max_handshakes = s.max_handshakes;
+        limits.max_handshakes_per_address = s.max_handshakes_per_address;
         limits.max_connections = s.max_connections;
         let incoming =
             tls_incoming_limited(&self.tasks, listeners.grpc, tls, limits, self.connections.clone(), move |kind| {

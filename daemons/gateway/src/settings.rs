@@ -307,6 +307,9 @@ pub struct GatewaySettings {
     /// Most TLS handshakes in progress on the agent-facing listener; more connections are
     /// closed at once. Default 256.
     pub max_handshakes: usize,
+    /// Most of those from one peer address (an IPv6 /64 counts as one), so one host cannot
+    /// hold every slot and keep new agents out. Default 32.
+    pub max_handshakes_per_address: usize,
     /// Most open agent-facing connections; more are closed at once. Default 10,000.
     pub max_connections: usize,
     /// The largest HTTP/2 frame the agent-facing server accepts (`SETTINGS_MAX_FRAME_SIZE`,
@@ -355,6 +358,7 @@ impl Default for GatewaySettings {
             max_connection_age: Duration::from_secs(3600),
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 256,
+            max_handshakes_per_address: 32,
             max_connections: 10_000,
             max_frame_size: 16_384,
             rpc_timeout: Duration::from_secs(30),
@@ -421,6 +425,9 @@ impl GatewaySettings {
                 "grpc.maxConnectionAge",
                 "must be below a quarter of bootstrap.certValidity (connections made with a certificate must end before it expires)",
             ));
+        }
+        if self.max_handshakes_per_address == 0 {
+            return Err(invalid("grpc.maxHandshakesPerAddress", "must be at least 1"));
         }
         if self.max_handshakes == 0 || self.max_connections == 0 || self.join_rate_per_minute == 0 {
             return Err(invalid("grpc.maxConnections", "connection, handshake and join limits must be at least 1"));

@@ -195,13 +195,76 @@ pub struct IncomingLimits {
     pub handshake_timeout: Duration,
     /// Most handshakes in progress at once; connections beyond are closed at once. Default 256.
     pub max_handshakes: usize,
+    /// Most handshakes in progress at once from one peer address (an IPv6 peer's /64 counts as
+    /// one address); connections beyond are closed at once, so one host cannot hold every
+    /// slot of `max_handshakes`. Default 32.
+    pub max_handshakes_per_address: usize,
     /// Most open connections; connections beyond are closed at once. Default 10,000.
     pub max_connections: usize,
 }
 
 impl Default for IncomingLimits {
     fn default() -> Self {
-        Self { handshake_timeout: Duration::from_secs(10), max_handshakes: 256, max_connections: 10_000 }
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            max_handshakes: 256,
+            max_handshakes_per_address: 32,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// Handshakes in progress per peer address. An entry lives only while its address has a
+/// handshake in progress, so the map never holds more than `max_handshakes` entries.
+#[derive(Debug, Default)]
+struct AddressHandshakes {
+    counts: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One handshake of an address in progress, given back when dropped.
+struct AddressSlot {
+    owner: Arc<AddressHandshakes>,
+    key: std::net::IpAddr,
+}
+
+impl AddressHandshakes {
+    /// What counts as one address: an IPv4 address (also when IPv4-mapped), an IPv6 /64.
+    fn key(ip: std::net::IpAddr) -> std::net::IpAddr {
+        use std::net::{IpAddr, Ipv6Addr};
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+        }
+    }
+
+    /// A slot for a handshake from `ip`, unless it already has `max` in progress.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let key = Self::key(ip);
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = counts.entry(key).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { owner: Arc::clone(self), key })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = counts.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -234,10 +297,11 @@ pub fn tls_incoming(
 }
 
 /// [`tls_incoming`] with [`IncomingLimits`]: a connection over the connection cap, or arriving
-/// while the handshake cap is reached, is closed at once (counted by `on_failure` as
-/// `connection_limit` / `handshake_limit`), so a flood of strangers costs a closed socket each,
-/// not memory or a queue. A connection holds its slot until it is dropped. Connections with a
-/// cluster identity are tracked in `connections`, which can close them.
+/// while its address's or the listener's handshake cap is reached, is closed at once (counted
+/// by `on_failure` as `connection_limit`, `address_handshake_limit` or `handshake_limit`), so a
+/// flood of strangers costs a closed socket each, not memory or a queue. A connection holds its
+/// slot until it is dropped. Connections with a cluster identity are tracked in `connections`,
+/// which can close them.
 pub fn tls_incoming_limited(
     tasks: &crate::Tasks,
     listener: TcpListener,
@@ -250,6 +314,7 @@ pub fn tls_incoming_limited(
     let on_failure = Arc::new(on_failure);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let handshakes = Arc::new(tokio::sync::Semaphore::new(limits.max_handshakes));
+    let per_address = Arc::new(AddressHandshakes::default());
     tasks.spawn("tls-accept", async move {
         loop {
             let (tcp, remote_addr) = tokio::select! {
@@ -268,6 +333,11 @@ pub fn tls_incoming_limited(
                 on_failure("connection_limit");
                 continue;
             };
+            let Some(address_slot) = per_address.take(remote_addr.ip(), limits.max_handshakes_per_address) else {
+                tracing::debug!(peer = %remote_addr, "handshake limit of the address reached; closing");
+                on_failure("address_handshake_limit");
+                continue;
+            };
             let Ok(handshake) = Arc::clone(&handshakes).try_acquire_owned() else {
                 tracing::debug!(peer = %remote_addr, "handshake limit reached; closing");
                 on_failure("handshake_limit");
@@ -280,7 +350,7 @@ pub fn tls_incoming_limited(
             let tracked = tracked.clone();
             tokio::spawn(async move {
                 let result = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await;
-                drop(handshake);
+                drop((handshake, address_slot));
                 match result {
                     Ok(Ok(inner)) => {
                         let chain = inner.get_ref().1.peer_certificates().unwrap_or(&[]);
@@ -384,4 +454,39 @@ pub fn tls_channel(
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_address_has_its_own_handshake_quota_given_back_on_drop() {
+        let quota = Arc::new(AddressHandshakes::default());
+        let a = [quota.take(ip("10.0.0.1"), 2), quota.take(ip("10.0.0.1"), 2)];
+        assert!(a.iter().all(Option::is_some));
+        assert!(quota.take(ip("10.0.0.1"), 2).is_none(), "a third from the same address");
+        let other = quota.take(ip("10.0.0.2"), 2);
+        assert!(other.is_some(), "another address is not affected");
+        drop(a);
+        assert!(quota.take(ip("10.0.0.1"), 2).is_some(), "slots come back when handshakes end");
+        drop(other);
+        assert_eq!(quota.counts.lock().unwrap().len(), 0, "no entry outlives its handshakes");
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_address_and_mapped_ipv4_is_ipv4() {
+        let quota = Arc::new(AddressHandshakes::default());
+        let _one = quota.take(ip("2001:db8:1:2::1"), 1).unwrap();
+        assert!(quota.take(ip("2001:db8:1:2:ffff::9"), 1).is_none(), "same /64");
+        assert!(quota.take(ip("2001:db8:1:3::1"), 1).is_some(), "another /64");
+        let _v4 = quota.take(ip("192.0.2.7"), 1).unwrap();
+        assert!(quota.take(ip("::ffff:192.0.2.7"), 1).is_none(), "IPv4-mapped is the IPv4 address");
+    }
 }

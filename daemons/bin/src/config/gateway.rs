@@ -185,6 +185,9 @@ pub struct GrpcConfig {
     pub handshake_timeout: PromDuration,
     /// Most TLS handshakes in progress; more connections are closed at once.
     pub max_handshakes: usize,
+    /// Most TLS handshakes in progress from one peer address (an IPv6 /64 counts as one), so
+    /// one host cannot take every handshake slot; more connections from it are closed at once.
+    pub max_handshakes_per_address: usize,
     /// Most open agent connections; more are closed at once.
     pub max_connections: usize,
     /// The largest HTTP/2 frame accepted from agents, bytes (16384 to 16777215): a pushed body
@@ -202,6 +205,7 @@ impl Default for GrpcConfig {
             max_connection_age: PromDuration::from_secs(3600),
             handshake_timeout: PromDuration::from_secs(10),
             max_handshakes: 256,
+            max_handshakes_per_address: 32,
             max_connections: 10_000,
             max_frame_size: 16_384,
             request_timeout: PromDuration::from_secs(30),
@@ -451,6 +455,7 @@ impl GatewayConfig {
         s.max_connection_age = self.grpc.max_connection_age.as_duration().max(Duration::from_secs(1));
         s.handshake_timeout = self.grpc.handshake_timeout.as_duration().max(Duration::from_millis(100));
         s.max_handshakes = self.grpc.max_handshakes;
+        s.max_handshakes_per_address = self.grpc.max_handshakes_per_address;
         s.max_frame_size = self.grpc.max_frame_size;
         s.max_connections = self.grpc.max_connections;
         s.rpc_timeout = self.grpc.request_timeout.as_duration();
