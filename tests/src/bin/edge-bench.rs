@@ -8,8 +8,11 @@
 //! sender saw (non-2xx answers, p99 latency), the gateway's (or agent's) resident memory at its
 //! peak during the phase, and what the attack got:
 //!
-//! 1. `connections`: N TCP connections to the gateway's gRPC port that never send a byte. Over
-//!    the handshake cap they are closed at once, the others at the handshake timeout.
+//! 1. `connections`: N TCP connections from one address to the gateway's gRPC port that never
+//!    send a byte. Over the address's handshake quota (or the listener's cap) they are closed at
+//!    once, the others at the handshake timeout. Meanwhile a newcomer from another address
+//!    (127.0.0.2, an agent restarting elsewhere) makes a TLS handshake: how long it took, or
+//!    that it was refused.
 //! 2. `streams`: one stranger (TLS without a client certificate) opens N `Push` streams at once.
 //! 3. `big`: M strangers each send a 16 MiB `Push`.
 //! 4. `flood`: the `flood` agent's tenant pushes ~1 MiB bodies flat out from F senders.
@@ -75,6 +78,10 @@ struct Args {
     /// The gateway's TLS handshake timeout, seconds.
     #[arg(long, default_value_t = 5)]
     handshake_timeout: u64,
+    /// The gateway's `grpc.maxHandshakesPerAddress` (its default is 32; a value at or above 256,
+    /// the listener's cap, shows the gateway as it was without the quota).
+    #[arg(long, default_value_t = 32)]
+    max_handshakes_per_address: usize,
     /// How long the upstream takes to answer, ms.
     #[arg(long, default_value_t = 20)]
     upstream_delay_ms: u64,
@@ -216,7 +223,28 @@ async fn time_to_close(mut tcp: TcpStream, since: Instant, limit: Duration) -> O
     .ok()
 }
 
-async fn silent_connections(addr: String, n: usize, limit: Duration) -> String {
+/// A TLS handshake with the gateway from local address `from`: its duration, or why it failed.
+async fn newcomer_handshake(from: &str, addr: &str, ca: &Path) -> String {
+    let cfg = opni_metrics_transport::tls::anonymous_client_config(ca).unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let since = Instant::now();
+    let tcp = match socket.connect(addr.parse().unwrap()).await {
+        Ok(t) => t,
+        Err(e) => return format!("newcomer from {from}: connect failed: {e}"),
+    };
+    match tokio::time::timeout(Duration::from_secs(30), connector.connect(name, tcp)).await {
+        Ok(Ok(_)) => format!("newcomer from {from}: handshake done in {:.1} ms", since.elapsed().as_secs_f64() * 1e3),
+        Ok(Err(e)) => {
+            format!("newcomer from {from}: refused after {:.1} ms ({e})", since.elapsed().as_secs_f64() * 1e3)
+        }
+        Err(_) => format!("newcomer from {from}: no handshake within 30 s"),
+    }
+}
+
+async fn silent_connections(addr: String, n: usize, limit: Duration, ca: PathBuf) -> String {
     let mut tasks = Vec::with_capacity(n);
     let mut refused = 0;
     for _ in 0..n {
@@ -228,6 +256,8 @@ async fn silent_connections(addr: String, n: usize, limit: Duration) -> String {
             Err(_) => refused += 1,
         }
     }
+    // every silent connection is open or already closed: does a newcomer get in?
+    let newcomer = newcomer_handshake("127.0.0.2", &addr, &ca).await;
     let (mut at_once, mut later, mut open) = (Vec::new(), Vec::new(), 0);
     for t in tasks {
         match t.await.unwrap() {
@@ -237,7 +267,7 @@ async fn silent_connections(addr: String, n: usize, limit: Duration) -> String {
         }
     }
     format!(
-        "{n} silent connections: {refused} refused on connect; closed at once: {}; closed later: {}; still open after {:?}: {open}",
+        "{n} silent connections: {refused} refused on connect; closed at once: {}; closed later: {}; still open after {:?}: {open}; {newcomer}",
         percentiles(at_once),
         percentiles(later),
         limit
@@ -424,10 +454,11 @@ async fn run(args: Args) {
     std::fs::write(
         &config,
         format!(
-            "dataDir: {}\ngrpc: {{listen: 127.0.0.1:{grpc}, tls: {}, handshakeTimeout: {}s}}\nhttp: {{listen: 127.0.0.1:{ops}}}\nmanagement: {{listen: 127.0.0.1:{mgmt}}}\nquery: {{listen: 127.0.0.1:0}}\nupstream: {{url: http://{up_addr}/api/v1/push}}\nremoteWrite: {{maxInFlightBytes: 67108864}}\nlog: {{level: warn}}\n",
+            "dataDir: {}\ngrpc: {{listen: 127.0.0.1:{grpc}, tls: {}, handshakeTimeout: {}s, maxHandshakesPerAddress: {}}}\nhttp: {{listen: 127.0.0.1:{ops}}}\nmanagement: {{listen: 127.0.0.1:{mgmt}}}\nquery: {{listen: 127.0.0.1:0}}\nupstream: {{url: http://{up_addr}/api/v1/push}}\nremoteWrite: {{maxInFlightBytes: 67108864}}\nlog: {{level: warn}}\n",
             dir.join("gw").display(),
             tls_yaml(&gw_certs),
-            args.handshake_timeout
+            args.handshake_timeout,
+            args.max_handshakes_per_address
         ),
     )
     .unwrap();
@@ -457,14 +488,16 @@ async fn run(args: Args) {
     let gw_watch = ("gateway", gw.pid);
     let grpc_addr = format!("127.0.0.1:{grpc}");
     println!(
-        "edge-bench: gateway budget 64 MiB (tenant share 0.25), upstream delay {} ms, handshake timeout {} s, agent header timeout {} s",
-        args.upstream_delay_ms, args.handshake_timeout, args.header_timeout
+        "edge-bench: gateway budget 64 MiB (tenant share 0.25), upstream delay {} ms, handshake timeout {} s, handshakes per address {}, agent header timeout {} s",
+        args.upstream_delay_ms, args.handshake_timeout, args.max_handshakes_per_address, args.header_timeout
     );
     let limit = Duration::from_secs(args.handshake_timeout.max(args.header_timeout) * 4);
 
     phase("baseline", &steady_url, gw_watch, || async { "nothing".to_owned() }).await;
-    phase("connections", &steady_url, gw_watch, || silent_connections(grpc_addr.clone(), args.connections, limit))
-        .await;
+    phase("connections", &steady_url, gw_watch, || {
+        silent_connections(grpc_addr.clone(), args.connections, limit, pki.ca_path().to_owned())
+    })
+    .await;
     let ch = anonymous_channel(&grpc_addr, pki.ca_path());
     phase("streams", &steady_url, gw_watch, || stranger_pushes(vec![ch], args.streams, 64)).await;
     let channels = (0..args.big).map(|_| anonymous_channel(&grpc_addr, pki.ca_path())).collect();
