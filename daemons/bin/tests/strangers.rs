@@ -49,24 +49,34 @@ async fn a_stranger_is_refused_before_its_message_is_read() {
     assert_eq!(push(&stack.push_url(), body(3)).await.unwrap().status, 204);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshakes_over_the_cap_are_closed_at_once() {
+/// A stack whose gateway allows `total` TLS handshakes at once (`per_address` from one address,
+/// when given), each for up to `timeout_secs`; returned once the agent's first Sync is done, so
+/// the agent's own dial no longer competes for the slots.
+async fn capped_stack(total: usize, per_address: Option<usize>, timeout_secs: u64) -> Stack {
     let stack = Stack::start_with(
         Behaviour::status(204),
         |g| {
-            g.grpc.max_handshakes = 2;
-            g.grpc.handshake_timeout = opni_metrics_core::duration::PromDuration::from_secs(60);
+            g.grpc.max_handshakes = total;
+            if let Some(n) = per_address {
+                g.grpc.max_handshakes_per_address = n;
+            }
+            g.grpc.handshake_timeout = opni_metrics_core::duration::PromDuration::from_secs(timeout_secs);
         },
         |_| {},
     )
     .await;
-    let gw = stack.gateway.as_ref().unwrap();
-    // the agent's first Sync is done: its dial no longer competes for the two slots
     let mut sync = stack.agent.sync.clone();
     let synced = |s: &opni_metrics_agent::sync_loop::SyncState| {
         s.status.get(ConditionKind::Synced).is_some_and(|c| c.status == ConditionStatus::True)
     };
     tokio::time::timeout(WAIT, sync.wait_for(synced)).await.unwrap().unwrap();
+    stack
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_over_the_cap_are_closed_at_once() {
+    let stack = capped_stack(2, None, 60).await;
+    let gw = stack.gateway.as_ref().unwrap();
     // Two connections that never start a handshake hold both slots, and the next one is closed
     // without waiting for anything. Each attempt opens all three afresh: should any other dial
     // of the agent (a redial, its first push) be in its handshake at that moment, it holds a
@@ -108,23 +118,9 @@ async fn connect_from(from: &str, to: std::net::SocketAddr) -> std::io::Result<t
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_every_handshake_slot() {
-    let stack = Stack::start_with(
-        Behaviour::status(204),
-        |g| {
-            g.grpc.max_handshakes = 8;
-            g.grpc.max_handshakes_per_address = 2;
-            // longer than the test waits: only the quota can close a connection here
-            g.grpc.handshake_timeout = opni_metrics_core::duration::PromDuration::from_secs(600);
-        },
-        |_| {},
-    )
-    .await;
+    // a handshake timeout longer than the test waits: only the quota can close a connection
+    let stack = capped_stack(8, Some(2), 600).await;
     let gw = stack.gateway.as_ref().unwrap();
-    let mut sync = stack.agent.sync.clone();
-    let synced = |s: &opni_metrics_agent::sync_loop::SyncState| {
-        s.status.get(ConditionKind::Synced).is_some_and(|c| c.status == ConditionStatus::True)
-    };
-    tokio::time::timeout(WAIT, sync.wait_for(synced)).await.unwrap().unwrap();
     // one host (127.0.0.2) opens as many connections as the listener has handshake slots, and
     // never starts a handshake: it holds two, the other six are closed at once
     let mut held = Vec::new();
@@ -196,7 +192,9 @@ async fn closed_by_peer(tcp: &mut tokio::net::TcpStream) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_silent_clients_of_the_agent_are_closed() {
     use tokio::io::AsyncWriteExt;
-    let d = opni_metrics_core::duration::PromDuration::from_millis(300);
+    // short, but not so short that the test's own pushes, sent meanwhile, risk it on a busy
+    // machine
+    let d = opni_metrics_core::duration::PromDuration::from_secs(1);
     let stack = Stack::start_with(
         Behaviour::status(204),
         |_| {},
