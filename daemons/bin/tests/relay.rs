@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{CLUSTER, Stack, body};
+use common::{CLUSTER, Stack, WAIT, body};
 use http::Method;
 use opni_metrics_proto::remote::v1::PushRequest;
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
@@ -379,6 +379,9 @@ async fn ops_endpoints_and_metrics() {
     assert_eq!(push(&stack.push_url(), body(4)).await.unwrap().status.as_u16(), 204);
     let agent = format!("http://{}", stack.agent.addr);
     let gw = format!("http://{}", stack.gateway.as_ref().unwrap().http_addr);
+    // the agent is ready once its notification stream is up, which its sync loop opens on its own
+    let mut sync = stack.agent.sync.clone();
+    tokio::time::timeout(WAIT, sync.wait_for(|s| s.connected)).await.unwrap().unwrap();
     for base in [&agent, &gw] {
         assert_eq!(opni_metrics_tests::http::get(&format!("{base}/healthz")).await.unwrap().status.as_u16(), 200);
         assert_eq!(opni_metrics_tests::http::get(&format!("{base}/readyz")).await.unwrap().status.as_u16(), 200);

@@ -53,9 +53,16 @@ async fn only_installed_clusters_write_and_a_deleted_cluster_is_cut_off() {
     let files = join(&gw, &certs, &certs.dir.path().join("one"), "c1").await;
     let mut client = RemoteWriteClient::new(common::identity_channel(&gw, &files));
 
-    // joined, capability not installed: refused, and the agent tells Prometheus to retry
-    let e = client.push(common::push_request()).await.unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    // joined, capability not installed: refused, and the agent tells Prometheus to retry (once
+    // the gateway's view, which follows the store watch, has the new cluster)
+    let e = eventually(WAIT, "refused as not installed", || async {
+        match client.clone().push(common::push_request()).await {
+            Err(e) if e.code() == Code::FailedPrecondition => Ok(e),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+    .unwrap();
     assert!(e.message().contains("not installed"), "{e}");
     let mut ac = common::agent_config(&certs.agent, &gw.grpc_addr.to_string());
     ac.gateway.tls = Some(files.clone());
@@ -72,7 +79,6 @@ async fn only_installed_clusters_write_and_a_deleted_cluster_is_cut_off() {
 
     // installed: admitted (the view follows the store watch)
     common::install(&gw, "c1").await;
-    assert_eq!(push_code(&mut client).await.unwrap(), 204);
     eventually(WAIT, "admitted", || async {
         match client.clone().push(common::push_request()).await {
             Ok(r) if r.get_ref().http_status == 204 => Ok(()),

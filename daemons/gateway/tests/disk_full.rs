@@ -110,6 +110,8 @@ async fn the_gateway_is_unready_while_its_store_cannot_write() {
     let mut health = store.health_changes();
     let mut gateway = Gateway::builder(settings).store(Arc::clone(&store) as Arc<dyn Store>).build().await.unwrap();
     let addrs = gateway.bind_and_serve().await.unwrap();
+    // readiness includes the registry view, loaded from the store just after the listeners
+    gateway.registry_loaded().await;
     assert_eq!(readyz(addrs.http).await.0, 200);
 
     let filler = exhaust(&store, fs.path()).await;
