@@ -23,7 +23,10 @@ async fn sync(channel: &GatewayChannel) -> Result<(), tonic::Status> {
 async fn dials_lazily_fails_fast_while_down_and_reconnects() {
     let certs = certs();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    let settings = gateway_config(&certs, "http://127.0.0.1:9/api/v1/push").validate().unwrap().settings;
+    let mut settings = gateway_config(&certs, "http://127.0.0.1:9/api/v1/push").validate().unwrap().settings;
+    // the gateway comes back on the same address: one from bind(0), released meanwhile, could
+    // be taken by any outgoing connection
+    settings.listen.grpc = format!("127.0.0.1:{}", opni_metrics_tests::prometheus::free_port()).parse().unwrap();
     let gw = start_gateway(settings.clone(), Arc::clone(&store)).await;
     let addr = gw.grpc_addr;
     let (_keep, rx) = tokio::sync::watch::channel(Arc::new(files(&certs.agent).client_config().unwrap()));
@@ -123,8 +126,8 @@ async fn a_gateway_that_stops_answering_is_dropped_by_keepalive_and_redialed() {
     let (proxy, frozen) = freezable_proxy(gw.grpc_addr).await;
     let (_keep, rx) = tokio::sync::watch::channel(Arc::new(files(&certs.agent).client_config().unwrap()));
     let opts = ChannelOptions {
-        keepalive_interval: std::time::Duration::from_millis(100),
-        keepalive_timeout: std::time::Duration::from_millis(200),
+        keepalive_interval: std::time::Duration::from_millis(500),
+        keepalive_timeout: std::time::Duration::from_secs(1),
         ..ChannelOptions::default()
     };
     let channel = GatewayChannel::new(&proxy.to_string(), "localhost", rx, &opts).unwrap();

@@ -207,7 +207,9 @@ async fn two_gateways_on_one_etcd() {
         .uninstall(UninstallRequest {
             cluster: "ha-kill".into(),
             delete_stored_data: false,
-            initial_delay: Some(prost_types::Duration { seconds: 4, nanos: 0 }),
+            // long enough that the task is still waiting when the test sees it running and
+            // kills the leader, on a loaded machine too
+            initial_delay: Some(prost_types::Duration { seconds: 8, nanos: 0 }),
         })
         .await
         .unwrap();

@@ -72,9 +72,13 @@ async fn an_agent_renews_its_certificate_before_it_expires_and_no_push_fails() {
 
     // push steadily until well past the first certificate's end
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    let mut after_first_end = 0;
     while SystemTime::now() < first_end + Duration::from_secs(2) {
         let r = push(&url, body(2)).await.unwrap();
         *statuses.entry(r.status.as_u16()).or_default() += 1;
+        if SystemTime::now() > first_end {
+            after_first_end += 1;
+        }
         if r.status != 204 {
             eprintln!("push answered {}: {}", r.status, r.text());
             let m = get(&format!("http://{}/metrics", agent.addr)).await.unwrap().text();
@@ -85,7 +89,7 @@ async fn an_agent_renews_its_certificate_before_it_expires_and_no_push_fails() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(statuses.keys().copied().collect::<Vec<_>>(), [204], "every push succeeded: {statuses:?}");
-    assert!(statuses[&204] > 100, "{statuses:?}");
+    assert!(after_first_end > 0, "pushes went on after the first certificate ended: {statuses:?}");
     let renewed = std::fs::read_to_string(&files.cert).unwrap();
     assert_ne!(renewed, first, "the certificate was renewed");
     let (_, end) = cert_period(&files);

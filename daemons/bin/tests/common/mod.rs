@@ -55,7 +55,9 @@ pub fn agent_config(agent_cert: &CertFiles, gateway_addr: &str) -> AgentConfig {
     c.gateway.address = gateway_addr.into();
     c.gateway.server_name = Some("localhost".into());
     c.gateway.tls = Some(files(agent_cert));
-    c.gateway.connect_timeout = PromDuration::from_millis(500);
+    // a dial (TCP, TLS and HTTP/2 handshakes of a debug build) on a loaded CI machine can take a
+    // while; a gateway that is down refuses at once anyway
+    c.gateway.connect_timeout = PromDuration::from_secs(5);
     c.remote_write.request_timeout = PromDuration::from_secs(5);
     c.driver.kind = DriverKind::None;
     c
