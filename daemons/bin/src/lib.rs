@@ -257,7 +257,6 @@ pub fn search_path() -> Vec<std::path::PathBuf> {
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default()
 }
 
-/// The lease time to live of the etcd election and presence session.
 /// Builds a gateway from a validated plan: opens the store, builds the Kubernetes client when
 /// configured, and serves on the configured listeners.
 ///
