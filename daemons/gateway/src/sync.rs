@@ -57,10 +57,15 @@ pub struct StateView {
     inner: std::sync::RwLock<Option<ViewData>>,
     /// Whether the first load is done, for [`StateView::loaded`].
     loaded: tokio::sync::watch::Sender<bool>,
-    /// The last config whose digest was computed, and that digest: most agents share one
-    /// desired config, so a fan-out computes its digest once instead of once per `Sync`.
-    digest_memo: Mutex<Option<(NodeConfig, Digest)>>,
+    /// The configs whose digests were computed last, most recent first, with their digests:
+    /// most agents share one desired config (or one of a few: the default, the default
+    /// disabled, a handful of overrides), so a fan-out computes each digest once instead of
+    /// once per `Sync`, even when agents with different configs sync in turn.
+    digest_memo: Mutex<std::collections::VecDeque<(NodeConfig, Digest)>>,
 }
+
+/// How many configs [`StateView`] remembers the digests of.
+const DIGEST_MEMO: usize = 8;
 
 /// What [`StateView`] holds.
 #[derive(Debug)]
@@ -91,16 +96,27 @@ impl StateView {
         Some((config, digest))
     }
 
-    /// `config.digest()`, from the memo when `config` is the one computed last.
+    /// `config.digest()`, from the memo when `config` is one of the last [`DIGEST_MEMO`]
+    /// computed. The digest of a config not remembered is computed outside the lock.
     fn digest_of(&self, config: &NodeConfig) -> Digest {
-        let mut memo = self.digest_memo.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((c, d)) = memo.as_ref()
-            && c == config
+        let memo = || self.digest_memo.lock().unwrap_or_else(PoisonError::into_inner);
         {
-            return *d;
+            let mut m = memo();
+            if let Some(i) = m.iter().position(|(c, _)| c == config)
+                && let Some(hit) = m.remove(i)
+            {
+                let d = hit.1;
+                m.push_front(hit);
+                return d;
+            }
         }
         let d = config.digest();
-        *memo = Some((config.clone(), d));
+        let mut m = memo();
+        // another Sync may have computed the same one meanwhile
+        if !m.iter().any(|(c, _)| c == config) {
+            m.push_front((config.clone(), d));
+            m.truncate(DIGEST_MEMO);
+        }
         d
     }
 
@@ -502,6 +518,33 @@ mod tests {
     use opni_metrics_core::node::UpstreamState;
     use opni_metrics_core::registry::Cluster;
     use opni_metrics_core::store::MemoryStore;
+
+    #[test]
+    fn the_digest_memo_keeps_the_last_few_configs_most_recent_first() {
+        let view = StateView::default();
+        let config = |shards: u32| {
+            let mut spec = opni_metrics_core::spec::MetricsCapabilitySpec::default();
+            spec.prometheus.queue.max_shards = shards;
+            NodeConfig { enabled: true, disabled_reasons: Vec::new(), spec }
+        };
+        let remembered = |view: &StateView| {
+            view.digest_memo.lock().unwrap().iter().map(|(c, _)| c.spec.prometheus.queue.max_shards).collect::<Vec<_>>()
+        };
+        // agents with two configs syncing in turn: each digest is computed once, and right
+        for _ in 0..3 {
+            for shards in [1, 2] {
+                assert_eq!(view.digest_of(&config(shards)), config(shards).digest());
+            }
+        }
+        assert_eq!(remembered(&view), [2, 1]);
+        // a hit moves to the front; the oldest is forgotten past DIGEST_MEMO
+        view.digest_of(&config(1));
+        assert_eq!(remembered(&view), [1, 2]);
+        for shards in 3..=10 {
+            view.digest_of(&config(shards));
+        }
+        assert_eq!(remembered(&view), (3..=10).rev().collect::<Vec<_>>());
+    }
 
     async fn next_sync_now(stream: &mut AgentStream) {
         let wait = async {
