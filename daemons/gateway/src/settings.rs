@@ -308,7 +308,7 @@ pub struct GatewaySettings {
     /// closed at once. Default 256.
     pub max_handshakes: usize,
     /// Most of those from one peer address (an IPv6 /64 counts as one), so one host cannot
-    /// hold every slot and keep new agents out. Default 32.
+    /// hold every slot and keep new agents out. Default 64 (a quarter of `max_handshakes`'s default).
     pub max_handshakes_per_address: usize,
     /// Most open agent-facing connections; more are closed at once. Default 10,000.
     pub max_connections: usize,
@@ -358,7 +358,7 @@ impl Default for GatewaySettings {
             max_connection_age: Duration::from_secs(3600),
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 256,
-            max_handshakes_per_address: 32,
+            max_handshakes_per_address: 64,
             max_connections: 10_000,
             max_frame_size: 16_384,
             rpc_timeout: Duration::from_secs(30),

@@ -197,7 +197,7 @@ pub struct IncomingLimits {
     pub max_handshakes: usize,
     /// Most handshakes in progress at once from one peer address (an IPv6 peer's /64 counts as
     /// one address); connections beyond are closed at once, so one host cannot hold every
-    /// slot of `max_handshakes`. Default 32.
+    /// slot of `max_handshakes`. Default 64.
     pub max_handshakes_per_address: usize,
     /// Most open connections; connections beyond are closed at once. Default 10,000.
     pub max_connections: usize,
@@ -208,7 +208,7 @@ impl Default for IncomingLimits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             max_handshakes: 256,
-            max_handshakes_per_address: 32,
+            max_handshakes_per_address: 64,
             max_connections: 10_000,
         }
     }

@@ -78,9 +78,9 @@ struct Args {
     /// The gateway's TLS handshake timeout, seconds.
     #[arg(long, default_value_t = 5)]
     handshake_timeout: u64,
-    /// The gateway's `grpc.maxHandshakesPerAddress` (its default is 32; a value at or above 256,
+    /// The gateway's `grpc.maxHandshakesPerAddress` (its default is 64; a value at or above 256,
     /// the listener's cap, shows the gateway as it was without the quota).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 64)]
     max_handshakes_per_address: usize,
     /// How long the upstream takes to answer, ms.
     #[arg(long, default_value_t = 20)]

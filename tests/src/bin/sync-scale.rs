@@ -427,13 +427,18 @@ struct Gateway {
     log: PathBuf,
 }
 
+/// The gateway's per-address handshake quota here: the simulated agents all connect from
+/// 127.0.0.1, standing for agents on as many hosts, so the quota (meant for one host holding
+/// slots) is set to the listener's whole cap.
+const MAX_HANDSHAKES: usize = 256;
+
 impl Gateway {
     async fn spawn(bin: &Path, data: &Path, resync: &str, extra_yaml: &str) -> Result<Self, String> {
         let (grpc, http, management, query) = (free_port(), free_port(), free_port(), free_port());
         let config = data.with_extension("yaml");
         let yaml = format!(
             "dataDir: '{}'\n\
-             grpc:\n  listen: 127.0.0.1:{grpc}\n\
+             grpc:\n  listen: 127.0.0.1:{grpc}\n  maxHandshakesPerAddress: {MAX_HANDSHAKES}\n\
              http:\n  listen: 127.0.0.1:{http}\n\
              management:\n  listen: 127.0.0.1:{management}\n\
              query:\n  listen: 127.0.0.1:{query}\n\

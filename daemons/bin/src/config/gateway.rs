@@ -205,7 +205,7 @@ impl Default for GrpcConfig {
             max_connection_age: PromDuration::from_secs(3600),
             handshake_timeout: PromDuration::from_secs(10),
             max_handshakes: 256,
-            max_handshakes_per_address: 32,
+            max_handshakes_per_address: 64,
             max_connections: 10_000,
             max_frame_size: 16_384,
             request_timeout: PromDuration::from_secs(30),
