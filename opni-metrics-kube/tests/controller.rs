@@ -186,11 +186,13 @@ async fn invalid_spec_is_reported_not_applied() {
     ctl.abort();
 }
 
+/// Short enough for a takeover test, long enough that a leader on a busy CI machine (one
+/// current-thread runtime also runs the fake API server and the reconciles) still renews in time.
 fn lease(identity: &str) -> LeaseSettings {
     LeaseSettings {
-        lease_duration: Duration::from_secs(2),
-        renew_deadline: Duration::from_millis(1500),
-        retry_period: Duration::from_millis(200),
+        lease_duration: Duration::from_secs(5),
+        renew_deadline: Duration::from_secs(4),
+        retry_period: Duration::from_millis(300),
         ..LeaseSettings::new(NS, "opni-metrics-gateway", identity)
     }
 }

@@ -32,7 +32,7 @@ async fn start(name: &str, root: &Path, kubeconfig: &Path) -> Replica {
     std::fs::write(
         &config,
         format!(
-            "dataDir: {data}\ngrpc: {{listen: 127.0.0.1:{grpc}}}\nhttp: {{listen: 127.0.0.1:{http}}}\nmanagement: {{listen: 127.0.0.1:{mgmt}}}\nquery: {{listen: 127.0.0.1:0}}\nupstream: {{url: http://127.0.0.1:9/api/v1/push}}\nkubernetes:\n  kubeconfig: {kubeconfig}\n  namespace: {NS}\n  identity: {name}\n  lease: {{leaseDuration: 3s, renewDeadline: 2s, retryPeriod: 500ms}}\nlog: {{level: warn}}\n",
+            "dataDir: {data}\ngrpc: {{listen: 127.0.0.1:{grpc}}}\nhttp: {{listen: 127.0.0.1:{http}}}\nmanagement: {{listen: 127.0.0.1:{mgmt}}}\nquery: {{listen: 127.0.0.1:0}}\nupstream: {{url: http://127.0.0.1:9/api/v1/push}}\nkubernetes:\n  kubeconfig: {kubeconfig}\n  namespace: {NS}\n  identity: {name}\n  lease: {{leaseDuration: 4s, renewDeadline: 3s, retryPeriod: 500ms}}\nlog: {{level: warn}}\n",
             data = dir.join("gw").display(),
             kubeconfig = kubeconfig.display(),
         ),
@@ -92,7 +92,7 @@ async fn two_gateway_binaries_one_lease_one_controller() {
 
     // one of them holds the Lease, and keeps it over several lease durations
     let first = holder_until(&fake, "a holder", |h| h.is_some()).await.unwrap();
-    let steady = fake.holds_throughout(|s| holder_in(s) == Some(first.as_str()), Duration::from_secs(7));
+    let steady = fake.holds_throughout(|s| holder_in(s) == Some(first.as_str()), Duration::from_secs(9));
     assert!(steady.await, "one holder throughout, but now {:?}", holder(&fake));
 
     // its controller renders what CortexOps installs (asked through either replica)
