@@ -171,9 +171,11 @@ async fn readiness_comes_from_the_operator_status() {
     // prometheus-operator reports
     let api: Api<DynamicObject> =
         Api::namespaced_with(fake.client("prometheus-operator"), NS, &prometheus_resource(Strategy::PrometheusAgent));
+    // (as the real operator writes it: the CRD schema requires each condition's transition time)
+    let at = "2026-12-05T00:00:00Z";
     let status = json!({ "status": { "availableReplicas": 1, "conditions": [
-        { "type": "Available", "status": "True", "reason": "", "message": "" },
-        { "type": "Reconciled", "status": "True" } ] } });
+        { "type": "Available", "status": "True", "reason": "", "message": "", "lastTransitionTime": at },
+        { "type": "Reconciled", "status": "True", "lastTransitionTime": at } ] } });
     api.patch_status("opni-metrics-agent-prometheus", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
     let s = driver.status().await.unwrap();
     assert_eq!(s.get(ConditionKind::PrometheusReady).unwrap().status, ConditionStatus::True);

@@ -25,6 +25,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod cortex;
+pub mod crd_schema;
 pub mod disk;
 pub mod etcd;
 pub mod http;

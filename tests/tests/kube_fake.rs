@@ -534,6 +534,41 @@ async fn unregistered_types_answer_404_until_registered() {
 }
 
 #[tokio::test]
+async fn third_party_objects_must_fit_the_real_crd_schema() {
+    if opni_metrics_tests::crd_schema::Schemas::upstream().is_none() {
+        return; // no ../shared beside the project: nothing to check against
+    }
+    let server = FakeApiServer::new();
+    server.register(
+        ResourceType::namespaced("monitoring.coreos.com", "v1alpha1", "PrometheusAgent", "prometheusagents")
+            .with_status(),
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(server.client("test"), "ns", &prometheus_agent());
+    let write = |spec: Value| {
+        let mut agent = DynamicObject::new("agent", &prometheus_agent()).within("ns");
+        agent.data = json!({ "spec": spec });
+        agent
+    };
+    // a field the real server would prune, and a value it would refuse: 422 naming each, nothing
+    // stored, by apply, create and merge patch alike
+    let bad = write(json!({"replicas": "two", "scrapeIntervall": "30s"}));
+    for e in [
+        api_error(api.patch("agent", &PatchParams::apply("op").force(), &Patch::Apply(&bad)).await),
+        api_error(api.create(&PostParams::default(), &bad).await),
+    ] {
+        assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{e:?}");
+        assert!(e.message.contains("spec.replicas: must be integer"), "{}", e.message);
+        assert!(e.message.contains("spec.scrapeIntervall: unknown field"), "{}", e.message);
+    }
+    assert!(server.list("monitoring.coreos.com", "prometheusagents").is_empty());
+    api.create(&PostParams::default(), &write(json!({"replicas": 1, "scrapeInterval": "30s"}))).await.unwrap();
+    let patch = Patch::Merge(json!({"spec": {"scrapeInterval": "thirty seconds"}}));
+    let e = api_error(api.patch("agent", &PatchParams::default(), &patch).await);
+    assert!(e.message.contains("spec.scrapeInterval: \"thirty seconds\" does not match"), "{}", e.message);
+    assert_eq!(api.get("agent").await.unwrap().data["spec"]["scrapeInterval"], "30s");
+}
+
+#[tokio::test]
 async fn fail_next_injects_exactly_n_failures_without_side_effects() {
     let server = FakeApiServer::new();
     let api: Api<ConfigMap> = Api::namespaced(server.client("test"), "ns");

@@ -104,6 +104,10 @@
 //!   second without events ([`FakeApiServer::set_bookmark_interval`]); `timeoutSeconds` ends the
 //!   stream; a watcher that falls behind the live channel has its stream ended (it re-watches and
 //!   gets the replay); [`FakeApiServer::disconnect_watches`] ends every stream.
+//! - **Third-party schemas**: an object of a kind whose real CRD is in `../shared/crds/upstream/`
+//!   (prometheus-operator, grafana-operator, cert-manager) must fit its schema on every write
+//!   ([`crate::crd_schema`]); a field a real server would prune or a value it would refuse is a
+//!   422 `Invalid` naming each path, and nothing is stored.
 //! - **Tests' hooks**: a log of every request with the caller's identity; fault injection
 //!   ([`FakeApiServer::fail_next`]: answers without side effects); state inspection and
 //!   change-driven waiting ([`FakeApiServer::wait_until`]) with no sleeping or polling.
@@ -111,8 +115,9 @@
 //! # What it does not emulate
 //!
 //! Authentication, authorization and RBAC evaluation (everything is allowed; RBAC objects are
-//! stored only); admission (no defaulting, validation or webhooks: any JSON is accepted, names are
-//! not validated, CRD schemas and pruning do not exist, `selectableFields` are not served);
+//! stored only); admission (no defaulting or webhooks, names are not validated, schemas other
+//! than the third-party ones above are not checked and nothing is pruned, `selectableFields` are
+//! not served);
 //! namespaces' lifecycle (objects may live in namespaces that do not exist; deleting a namespace
 //! does not delete its content); controllers (no Deployment rollouts, no pods from StatefulSets, no
 //! Endpoints, no ServiceAccount tokens); pods' graceful deletion (pods go at once); associative

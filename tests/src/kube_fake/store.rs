@@ -27,6 +27,14 @@ pub(crate) struct ApiError {
     pub(crate) details: Option<Value>,
 }
 
+/// An object of a third-party kind must fit the real operator's CRD schema
+/// ([`crate::crd_schema`]): a field a real API server would prune, or a value it would refuse,
+/// is a 422 here, so the test that wrote it fails and names the field.
+fn check_schema(rt: &ResourceType, name: &str, object: &Value) -> Result<(), ApiError> {
+    let Some(schemas) = crate::crd_schema::Schemas::upstream() else { return Ok(()) };
+    schemas.check(object).map_err(|findings| ApiError::invalid(rt, name, format!("[{}]", findings.join(", "))))
+}
+
 /// `configmaps` or `deployments.apps`, as the real server names resources in messages.
 fn resource_name(rt: &ResourceType) -> String {
     if rt.group.is_empty() { rt.plural.clone() } else { format!("{}.{}", rt.plural, rt.group) }
@@ -611,6 +619,7 @@ impl Store {
         }
         let mut managed = Vec::new();
         ssa::record_update(&mut managed, &json!({}), &object, manager, Scope::Main, &rt.api_version(), &now());
+        check_schema(rt, &name, &object)?;
         Ok(self.insert_new(rt, object, managed, changes))
     }
 
@@ -688,6 +697,7 @@ impl Store {
             }
         }
         Self::finish(rt, &mut new, &managed, 0);
+        check_schema(rt, &key.1, &new)?;
         if without_volatile(&new) == without_volatile(&old.object) && ssa::same_ownership(&managed, &old.managed) {
             return Ok(old.object);
         }
@@ -897,7 +907,10 @@ impl Store {
                     ssa::prune(&mut managed, &new);
                     Ok((self.commit_update(rt, &obj_key(rt, namespace, name), new, managed, changes)?, false))
                 }
-                None => Ok((self.insert_new(rt, object, managed, changes), true)),
+                None => {
+                    check_schema(rt, name, &object)?;
+                    Ok((self.insert_new(rt, object, managed, changes), true))
+                }
             },
         }
     }
