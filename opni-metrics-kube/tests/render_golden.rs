@@ -194,3 +194,31 @@ fn golden_files_have_no_strays() {
         assert!(known.contains(&name), "tests/golden/{name} belongs to no preset; delete it");
     }
 }
+
+/// Every rendered object of a third-party kind (cert-manager, grafana-operator) fits the real
+/// operator's CRD schema: no field a real API server would prune, no value it would refuse.
+#[test]
+fn rendered_third_party_objects_fit_the_real_crd_schemas() {
+    let Some(schemas) = opni_metrics_tests::crd_schema::Schemas::upstream() else { return };
+    let mut checked = std::collections::BTreeSet::new();
+    let mut failures = Vec::new();
+    for (preset, spec) in presets() {
+        let mut mc = MonitoringCluster::new("opni", spec);
+        mc.metadata.namespace = Some("opni-system".to_owned());
+        mc.metadata.uid = Some("00000000-0000-0000-0000-000000000001".to_owned());
+        for o in desired_objects(&mc, &RenderOptions::default()).expect("preset renders") {
+            let (api_version, kind) =
+                (o.object["apiVersion"].as_str().unwrap_or_default(), o.object["kind"].as_str().unwrap_or_default());
+            if !schemas.knows(api_version, kind) {
+                continue;
+            }
+            checked.insert(kind.to_owned());
+            if let Err(findings) = schemas.check(&o.object) {
+                failures.push(format!("{preset}: {kind} {}: {findings:?}", o.object["metadata"]["name"]));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let expected = ["Certificate", "Grafana", "GrafanaDatasource", "Issuer"];
+    assert_eq!(checked.into_iter().collect::<Vec<_>>(), expected, "the kinds checked");
+}

@@ -193,3 +193,40 @@ fn the_agent_manifests_hold_together() {
     assert!(selects(&sm["spec"]["selector"]["matchLabels"], &svc["metadata"]["labels"]));
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
 }
+
+/// Every shipped object of a third-party kind (cert-manager's CA, the ServiceMonitors) fits the
+/// real operator's CRD schema: nothing a real API server would prune or refuse.
+#[test]
+fn shipped_third_party_objects_fit_the_real_crd_schemas() {
+    let Some(schemas) = opni_metrics_tests::crd_schema::Schemas::upstream() else { return };
+    let dir = std::path::Path::new(
+        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+    )
+    .join("../../deploy");
+    // the self-monitoring component cannot be built alone: its object is read as written
+    let component = std::fs::read_to_string(dir.join("gateway/self-monitoring/servicemonitor.yaml")).unwrap();
+    let mut objs: Vec<Value> = serde_saphyr::from_str_multiple::<Value, _>(&component).unwrap();
+    for base in ["gateway", "agent"] {
+        let Some(built) = build(base) else { return };
+        objs.extend(built);
+    }
+    let mut checked = Vec::new();
+    for o in &objs {
+        let (api_version, kind) =
+            (o["apiVersion"].as_str().unwrap_or_default(), o["kind"].as_str().unwrap_or_default());
+        if schemas.knows(api_version, kind) {
+            assert_eq!(schemas.check(o), Ok(()), "{kind} {}", o["metadata"]["name"]);
+            checked.push(format!("{kind} {}", o["metadata"]["name"].as_str().unwrap_or_default()));
+        }
+    }
+    checked.sort();
+    assert_eq!(
+        checked,
+        [
+            "Certificate opni-metrics-gateway-ca",
+            "Issuer opni-metrics-selfsigned",
+            "ServiceMonitor opni-metrics-agent",
+            "ServiceMonitor opni-metrics-gateway",
+        ]
+    );
+}
