@@ -203,9 +203,13 @@ fn shipped_third_party_objects_fit_the_real_crd_schemas() {
         &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
     )
     .join("../../deploy");
-    // the self-monitoring component cannot be built alone: its object is read as written
-    let component = std::fs::read_to_string(dir.join("gateway/self-monitoring/servicemonitor.yaml")).unwrap();
-    let mut objs: Vec<Value> = serde_saphyr::from_str_multiple::<Value, _>(&component).unwrap();
+    // the self-monitoring component cannot be built alone: its objects are read as written
+    let mut objs: Vec<Value> = Vec::new();
+    for file in ["servicemonitor.yaml", "prometheusrule.yaml"] {
+        let text = std::fs::read_to_string(dir.join("gateway/self-monitoring").join(file)).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_str_multiple::<Value, _>(&text).unwrap();
+        objs.extend(docs);
+    }
     for base in ["gateway", "agent"] {
         let Some(built) = build(base) else { return };
         objs.extend(built);
@@ -225,6 +229,7 @@ fn shipped_third_party_objects_fit_the_real_crd_schemas() {
         [
             "Certificate opni-metrics-gateway-ca",
             "Issuer opni-metrics-selfsigned",
+            "PrometheusRule opni-metrics-gateway",
             "ServiceMonitor opni-metrics-agent",
             "ServiceMonitor opni-metrics-gateway",
         ]

@@ -157,3 +157,59 @@ impl GatewayMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The alerts shipped in `deploy/gateway/self-monitoring/prometheusrule.yaml` read only
+    /// metrics the gateway exports (a renamed metric would silence its alert for good).
+    #[test]
+    fn the_shipped_alerts_read_only_metrics_the_gateway_exports() {
+        let mut registry = Registry::default();
+        let m = GatewayMetrics::register(&mut registry);
+        // a family is in the exposition once it has a series
+        let none = Labels::new();
+        for f in [
+            &m.samples_written,
+            &m.refused,
+            &m.tls_failures,
+            &m.query_requests,
+            &m.reader_auth_failures,
+            &m.rule_syncs,
+            &m.budget_refusals,
+        ] {
+            f.get_or_create(&none).inc();
+        }
+        m.rule_groups.get_or_create(&none).set(1);
+        m.rule_sync_last.get_or_create(&none).set(1.0);
+        m.query_duration.get_or_create(&none).observe(0.1);
+        let text = opni_metrics_transport::metrics::render(&registry);
+        let mut declared: Vec<String> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect();
+        // the upstream hop's families are the transport's (declared once they have series)
+        for (name, _) in [UPSTREAM.requests, UPSTREAM.bytes, UPSTREAM.errors, UPSTREAM.duration, UPSTREAM.in_flight] {
+            declared.push(format!("opni_gateway_{name}"));
+        }
+        let path = std::path::Path::new(
+            &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
+        )
+        .join("../../deploy/gateway/self-monitoring/prometheusrule.yaml");
+        let rules = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut read = 0;
+        for (at, _) in rules.match_indices("opni_gateway_") {
+            let name: String =
+                rules[at..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+            let known = declared.iter().any(|d| {
+                name == *d || ["_total", "_bucket", "_sum", "_count"].iter().any(|s| name == format!("{d}{s}"))
+            });
+            assert!(known, "the alerts read {name}, which the gateway does not export; it exports {declared:?}");
+            read += 1;
+        }
+        assert!(read >= 6, "{read} metric references");
+    }
+}
