@@ -194,17 +194,7 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
     match v {
         Value::Object(map) => object(schema, map, path, out),
         Value::Array(items) => {
-            let n = items.len() as u64;
-            if let Some(min) = schema.get("minItems").and_then(Value::as_u64)
-                && n < min
-            {
-                out.push(format!("{at}: must have at least {min} items"));
-            }
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_u64)
-                && n > max
-            {
-                out.push(format!("{at}: must have at most {max} items"));
-            }
+            bounds(schema, items.len() as f64, ("minItems", "maxItems"), " items", at, out);
             if let Some(item) = schema.get("items") {
                 for (i, x) in items.iter().enumerate() {
                     walk(item, x, &format!("{path}[{i}]"), out);
@@ -212,17 +202,7 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         Value::String(s) => {
-            let n = s.chars().count() as u64;
-            if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-                && n < min
-            {
-                out.push(format!("{at}: must be at least {min} characters"));
-            }
-            if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-                && n > max
-            {
-                out.push(format!("{at}: must be at most {max} characters"));
-            }
+            bounds(schema, s.chars().count() as f64, ("minLength", "maxLength"), " characters", at, out);
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
                 match regex::Regex::new(pattern) {
                     Ok(re) if !re.is_match(s) => out.push(format!("{at}: {s:?} does not match {pattern:?}")),
@@ -232,20 +212,22 @@ fn walk(schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
                 }
             }
         }
-        Value::Number(n) => {
-            let x = n.as_f64().unwrap_or_default();
-            if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-                && x < min
-            {
-                out.push(format!("{at}: must be at least {min}"));
-            }
-            if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-                && x > max
-            {
-                out.push(format!("{at}: must be at most {max}"));
-            }
-        }
+        Value::Number(n) => bounds(schema, n.as_f64().unwrap_or_default(), ("minimum", "maximum"), "", at, out),
         Value::Null | Value::Bool(_) => {}
+    }
+}
+
+/// The `(min, max)` bounds a schema puts on `n` (a count of `unit`, or a number).
+fn bounds(schema: &Value, n: f64, (min_key, max_key): (&str, &str), unit: &str, at: &str, out: &mut Vec<String>) {
+    if let Some(min) = schema.get(min_key).and_then(Value::as_f64)
+        && n < min
+    {
+        out.push(format!("{at}: must be at least {min}{unit}"));
+    }
+    if let Some(max) = schema.get(max_key).and_then(Value::as_f64)
+        && n > max
+    {
+        out.push(format!("{at}: must be at most {max}{unit}"));
     }
 }
 
@@ -327,7 +309,7 @@ mod tests {
         assert!(has("spec.port: must be an integer or a string"), "{findings:?}");
         assert!(has("spec.replicas: must be at least 1"), "{findings:?}");
         assert!(has("spec.labels.x: must be string, found integer"), "{findings:?}");
-        assert!(has("spec.items: must have at most 1 items"), "{findings:?}");
+        assert!(has("spec.items: must be at most 1 items"), "{findings:?}");
         assert!(has("spec.items[0].x: must be boolean"), "{findings:?}");
         assert!(has("spec.items[0].y: unknown field"), "{findings:?}");
         assert!(has("spec.typo: unknown field"), "{findings:?}");
