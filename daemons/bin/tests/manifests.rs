@@ -10,23 +10,43 @@ use opni_metrics_daemons::config::agent::AgentConfig;
 use opni_metrics_daemons::config::gateway::GatewayConfig;
 use serde_json::Value;
 
+fn deploy_dir() -> std::path::PathBuf {
+    std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()))
+        .join("../../deploy")
+}
+
 /// The objects `kubectl kustomize deploy/<dir>` builds; `None` without kubectl.
 fn build(dir: &str) -> Option<Vec<Value>> {
-    let path = std::path::Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
-    )
-    .join("../../deploy")
-    .join(dir);
-    let out = match std::process::Command::new("kubectl").arg("kustomize").arg(&path).output() {
+    kustomize(&deploy_dir().join(dir))
+}
+
+/// The objects `kubectl kustomize <path>` builds; `None` without kubectl.
+fn kustomize(path: &std::path::Path) -> Option<Vec<Value>> {
+    let out = match std::process::Command::new("kubectl").arg("kustomize").arg(path).output() {
         Ok(o) => o,
         Err(e) => {
             eprintln!("SKIPPED: kubectl is not installed ({e}); apt-get install kubernetes-client");
             return None;
         }
     };
-    assert!(out.status.success(), "kubectl kustomize {dir}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubectl kustomize {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     Some(serde_saphyr::from_str_multiple::<Value, _>(&text).unwrap())
+}
+
+/// The gateway base with its self-monitoring component, built the way an operator's overlay
+/// builds it (a component cannot be built alone, and kustomize takes only relative paths).
+fn build_gateway_with_self_monitoring() -> Option<Vec<Value>> {
+    let deploy = deploy_dir().canonicalize().unwrap();
+    let overlay = tempfile::tempdir().unwrap();
+    let depth = overlay.path().canonicalize().unwrap().components().count() - 1;
+    let rel = |p: &str| format!("{}{}", "../".repeat(depth), deploy.join(p).strip_prefix("/").unwrap().display());
+    std::fs::write(
+        overlay.path().join("kustomization.yaml"),
+        format!("resources:\n  - {}\ncomponents:\n  - {}\n", rel("gateway"), rel("gateway/self-monitoring")),
+    )
+    .unwrap();
+    kustomize(overlay.path())
 }
 
 fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -194,26 +214,17 @@ fn the_agent_manifests_hold_together() {
     assert_eq!(sm["spec"]["endpoints"][0]["path"], "/metrics");
 }
 
-/// Every shipped object of a third-party kind (cert-manager's CA, the ServiceMonitors) fits the
-/// real operator's CRD schema: nothing a real API server would prune or refuse.
+/// Every shipped object of a third-party kind (cert-manager's CA, the ServiceMonitors, the
+/// alerts) fits the real operator's CRD schema: nothing a real API server would prune or refuse.
 #[test]
 fn shipped_third_party_objects_fit_the_real_crd_schemas() {
     let Some(schemas) = opni_metrics_tests::crd_schema::Schemas::upstream() else { return };
-    let dir = std::path::Path::new(
-        &std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_owned()),
-    )
-    .join("../../deploy");
-    // the self-monitoring component cannot be built alone: its objects are read as written
-    let mut objs: Vec<Value> = Vec::new();
-    for file in ["servicemonitor.yaml", "prometheusrule.yaml"] {
-        let text = std::fs::read_to_string(dir.join("gateway/self-monitoring").join(file)).unwrap();
-        let docs: Vec<Value> = serde_saphyr::from_str_multiple::<Value, _>(&text).unwrap();
-        objs.extend(docs);
+    let (Some(mut objs), Some(agent)) = (build_gateway_with_self_monitoring(), build("agent")) else { return };
+    // the component's objects land beside the gateway (a ServiceMonitor elsewhere finds no Service)
+    for kind in ["PrometheusRule", "ServiceMonitor"] {
+        assert_eq!(find(&objs, kind, "opni-metrics-gateway")["metadata"]["namespace"], "opni-system", "{kind}");
     }
-    for base in ["gateway", "agent"] {
-        let Some(built) = build(base) else { return };
-        objs.extend(built);
-    }
+    objs.extend(agent);
     let mut checked = Vec::new();
     for o in &objs {
         let (api_version, kind) =
