@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use opni_metrics_core::backoff::{Backoff, Rng};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -59,9 +60,11 @@ impl Session {
         };
         let mut stop = std::pin::pin!(stop);
         let mut keys: BTreeMap<String, Bytes> = BTreeMap::new();
-        // after a failed grant or keep-alive: waits that double up to the lease's time to live
-        let first_wait = Duration::from_millis(500);
-        let mut wait = first_wait;
+        // after a failed grant or keep-alive: core's back-off, from 0.5 s up to the lease's time
+        // to live, jittered so that replicas do not retry in step
+        let backoff = Backoff { base: Duration::from_millis(500), max: self.ttl, jitter: 0.2 };
+        let mut rng = Rng::new(u64::from(std::process::id()));
+        let mut failures = 0u32;
         loop {
             let lease = tokio::select! {
                 () = &mut stop => return,
@@ -86,14 +89,14 @@ impl Session {
                 }
             };
             let Some((lease, (ka_tx, mut responses))) = keep_alive else {
+                failures = failures.saturating_add(1);
                 tokio::select! {
                     () = &mut stop => return,
-                    () = tokio::time::sleep(wait) => {}
+                    () = tokio::time::sleep(backoff.delay(failures, rng.next_u64())) => {}
                 }
-                wait = (wait * 2).min(self.ttl);
                 continue;
             };
-            wait = first_wait;
+            failures = 0;
             let mut tick = tokio::time::interval_at(Instant::now() + self.ttl / 3, self.ttl / 3);
             loop {
                 tokio::select! {
