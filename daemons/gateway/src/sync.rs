@@ -122,7 +122,7 @@ impl StateView {
 
     /// Whether the view has been loaded.
     pub fn is_loaded(&self) -> bool {
-        self.read(|_| ()).is_some()
+        *self.loaded.borrow()
     }
 
     /// Resolves once the view has been loaded.
