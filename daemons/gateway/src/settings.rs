@@ -347,6 +347,8 @@ pub struct GatewaySettings {
 
 impl Default for GatewaySettings {
     fn default() -> Self {
+        // the agent-facing listener's limits are the transport's defaults
+        let incoming = opni_metrics_transport::grpc::IncomingLimits::default();
         Self {
             listen: Listen::default(),
             grpc_tls: None,
@@ -356,10 +358,10 @@ impl Default for GatewaySettings {
             cert_validity: Duration::from_secs(7 * 24 * 3600),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             max_connection_age: Duration::from_secs(3600),
-            handshake_timeout: Duration::from_secs(10),
-            max_handshakes: 256,
-            max_handshakes_per_address: 64,
-            max_connections: 10_000,
+            handshake_timeout: incoming.handshake_timeout,
+            max_handshakes: incoming.max_handshakes,
+            max_handshakes_per_address: incoming.max_handshakes_per_address,
+            max_connections: incoming.max_connections,
             max_frame_size: 16_384,
             rpc_timeout: Duration::from_secs(30),
             join_rate_per_minute: 10,

@@ -199,16 +199,18 @@ pub struct GrpcConfig {
 
 impl Default for GrpcConfig {
     fn default() -> Self {
+        // the library's defaults, in the config's units
+        let s = GatewaySettings::default();
         Self {
             listen: "0.0.0.0:9090".into(),
             tls: None,
-            max_connection_age: PromDuration::from_secs(3600),
-            handshake_timeout: PromDuration::from_secs(10),
-            max_handshakes: 256,
-            max_handshakes_per_address: 64,
-            max_connections: 10_000,
-            max_frame_size: 16_384,
-            request_timeout: PromDuration::from_secs(30),
+            max_connection_age: s.max_connection_age.into(),
+            handshake_timeout: s.handshake_timeout.into(),
+            max_handshakes: s.max_handshakes,
+            max_handshakes_per_address: s.max_handshakes_per_address,
+            max_connections: s.max_connections,
+            max_frame_size: s.max_frame_size,
+            request_timeout: s.rpc_timeout.into(),
         }
     }
 }
