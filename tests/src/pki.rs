@@ -23,6 +23,13 @@ pub struct CertFiles {
     pub ca: PathBuf,
 }
 
+impl CertFiles {
+    /// The files as the daemons' YAML config names them: `{cert: …, key: …, ca: …}`.
+    pub fn tls_yaml(&self) -> String {
+        format!("{{cert: {}, key: {}, ca: {}}}", self.cert.display(), self.key.display(), self.ca.display())
+    }
+}
+
 /// A test certificate authority writing into a directory.
 pub struct Pki {
     dir: PathBuf,

@@ -38,6 +38,17 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("bind port 0")
 }
 
+/// A TCP connection to `to` from the local IPv4 address `from` (any of 127.0.0.0/8 is this
+/// host): a second host, as far as the peer can tell.
+///
+/// # Errors
+/// An unparsable `from`, or the bind or connect failing.
+pub async fn connect_from(from: &str, to: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().map_err(std::io::Error::other)?)?;
+    socket.connect(to).await
+}
+
 /// The `prometheus` binary, or a clear message how to get it.
 ///
 /// # Errors

@@ -33,9 +33,7 @@ impl Replica {
         let (grpc, http, mgmt) = (free_port(), free_port(), free_port());
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let tls = |c: &opni_metrics_tests::pki::CertFiles| {
-            format!("{{cert: {}, key: {}, ca: {}}}", c.cert.display(), c.key.display(), c.ca.display())
-        };
+        let tls = opni_metrics_tests::pki::CertFiles::tls_yaml;
         let config = dir.join("gateway.yaml");
         std::fs::write(
             &config,

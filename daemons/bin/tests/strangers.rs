@@ -15,6 +15,7 @@ use opni_metrics_proto::bootstrap::v1::bootstrap_client::BootstrapClient;
 use opni_metrics_proto::remote::v1::PushRequest;
 use opni_metrics_proto::remote::v1::remote_write_client::RemoteWriteClient;
 use opni_metrics_tests::http::{eventually, push};
+use opni_metrics_tests::prometheus::connect_from;
 use opni_metrics_tests::upstream::Behaviour;
 use opni_metrics_transport::grpc::{ChannelOptions, tls_channel};
 use tokio::io::AsyncReadExt;
@@ -107,13 +108,6 @@ async fn handshakes_over_the_cap_are_closed_at_once() {
     })
     .await
     .unwrap();
-}
-
-/// A TCP connection to `to` from local address `from` (any of 127.0.0.0/8 is this host).
-async fn connect_from(from: &str, to: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(format!("{from}:0").parse().map_err(std::io::Error::other)?)?;
-    socket.connect(to).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -228,10 +228,8 @@ async fn newcomer_handshake(from: &str, addr: &str, ca: &Path) -> String {
     let cfg = opni_metrics_transport::tls::anonymous_client_config(ca).unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let since = Instant::now();
-    let tcp = match socket.connect(addr.parse().unwrap()).await {
+    let tcp = match opni_metrics_tests::prometheus::connect_from(from, addr.parse().unwrap()).await {
         Ok(t) => t,
         Err(e) => return format!("newcomer from {from}: connect failed: {e}"),
     };
@@ -401,10 +399,6 @@ async fn slow_clients(addr: String, n: usize, limit: Duration) -> String {
 // ---------------------------------------------------------------------------------------------
 // the relays
 
-fn tls_yaml(c: &CertFiles) -> String {
-    format!("{{cert: {}, key: {}, ca: {}}}", c.cert.display(), c.key.display(), c.ca.display())
-}
-
 async fn start_agent(args: &Args, dir: &Path, name: &'static str, certs: &CertFiles, grpc: u16) -> (Proc, u16) {
     let port = free_port();
     let config = dir.join(format!("{name}.yaml"));
@@ -416,7 +410,7 @@ async fn start_agent(args: &Args, dir: &Path, name: &'static str, certs: &CertFi
             args.header_timeout,
             args.header_timeout,
             args.header_timeout,
-            tls_yaml(certs)
+            certs.tls_yaml()
         ),
     )
     .unwrap();
@@ -456,7 +450,7 @@ async fn run(args: Args) {
         format!(
             "dataDir: {}\ngrpc: {{listen: 127.0.0.1:{grpc}, tls: {}, handshakeTimeout: {}s, maxHandshakesPerAddress: {}}}\nhttp: {{listen: 127.0.0.1:{ops}}}\nmanagement: {{listen: 127.0.0.1:{mgmt}}}\nquery: {{listen: 127.0.0.1:0}}\nupstream: {{url: http://{up_addr}/api/v1/push}}\nremoteWrite: {{maxInFlightBytes: 67108864}}\nlog: {{level: warn}}\n",
             dir.join("gw").display(),
-            tls_yaml(&gw_certs),
+            gw_certs.tls_yaml(),
             args.handshake_timeout,
             args.max_handshakes_per_address
         ),

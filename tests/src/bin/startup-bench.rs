@@ -35,10 +35,6 @@ struct Args {
     runs: usize,
 }
 
-fn tls_yaml(c: &CertFiles) -> String {
-    format!("{{cert: {}, key: {}, ca: {}}}", c.cert.display(), c.key.display(), c.ca.display())
-}
-
 /// Spawns `bin` with `config` and returns it with the time until `ready` answered 200.
 async fn start(name: &'static str, bin: &Path, config: &Path, ready: &str, dir: &Path) -> (Proc, Duration) {
     let since = Instant::now();
@@ -69,7 +65,7 @@ fn report(case: &str, mut v: Vec<Duration>) {
 /// A gateway config in `dir` (data in `dir/data`), with TLS files or the embedded CA.
 fn gateway_config(dir: &Path, tls: Option<&CertFiles>) -> (PathBuf, u16, u16, u16) {
     let (grpc, http, mgmt) = (free_port(), free_port(), free_port());
-    let tls = tls.map(|c| format!(", tls: {}", tls_yaml(c))).unwrap_or_default();
+    let tls = tls.map(|c| format!(", tls: {}", c.tls_yaml())).unwrap_or_default();
     let config = dir.join("gateway.yaml");
     std::fs::write(
         &config,
@@ -126,7 +122,7 @@ async fn run(args: Args) {
             format!(
                 "dataDir: {}\ndriver: {{kind: none}}\nhttp: {{listen: 127.0.0.1:{port}}}\ngateway: {{address: 127.0.0.1:{grpc}, serverName: localhost, tls: {}}}\nlog: {{level: warn}}\n",
                 dir.path().join(format!("agent-{i}")).display(),
-                tls_yaml(&certs)
+                certs.tls_yaml()
             ),
         )
         .unwrap();
